@@ -1,0 +1,3 @@
+//! SQL engines behind one trait, and determinism rules.
+
+pub mod determinism;
