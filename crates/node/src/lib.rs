@@ -1,1 +1,489 @@
-//! placeholder
+//! A paxsql node: the replicas of the groups it hosts, each on a thread of
+//! its own, the TCP links to its peers, and the [`NodeHandle`] frontends use.
+//!
+//! A client request enters through the handle, which picks the group (today
+//! there is one, group 0; the routing point is [`NodeHandle::group_for`]),
+//! fixes the write's clock and random seed, and queues it for the group's
+//! thread. The answer comes back on a oneshot channel; every wait is bounded.
+
+mod datadir;
+mod group;
+mod transport;
+
+pub use datadir::DataDirError;
+
+use group::{GroupInput, GroupLoop};
+use paxsql_log::{DurableStorage, LogOptions, OsLogFile};
+use paxsql_replica::{all_reads, ClientRequest, Replica, ReplicaConfig, ReplicaStatus, Role};
+use paxsql_sql::{SqliteEngine, SqliteOptions};
+use paxsql_types::{
+    ApplyEnv, GroupId, LogIndex, NodeId, ReadLevel, RequestError, RequestId, Response, Statement,
+};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::net::TcpListener;
+use transport::{Inbox, Links};
+
+/// Everything a node needs to start.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// This node.
+    pub id: NodeId,
+    /// Every node's peer address, this one's included.
+    pub peers: BTreeMap<NodeId, String>,
+    /// Where the log and the database files live.
+    pub data_dir: PathBuf,
+    /// The cluster's name; nodes of different clusters refuse each other.
+    pub cluster: String,
+    /// The replicas' clock period.
+    pub tick: Duration,
+    /// How long a client waits at most before it gets "unavailable".
+    pub request_timeout: Duration,
+    /// Client requests queued per group at most.
+    pub queue_max: usize,
+}
+
+impl NodeConfig {
+    /// A config with the defaults: 10 ms ticks, 5 s request timeout.
+    pub fn new(id: NodeId, peers: BTreeMap<NodeId, String>, data_dir: PathBuf) -> Self {
+        NodeConfig {
+            id,
+            peers,
+            data_dir,
+            cluster: "paxsql".into(),
+            tick: Duration::from_millis(10),
+            request_timeout: Duration::from_secs(5),
+            queue_max: 16_384,
+        }
+    }
+}
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The peer list does not name this node.
+    #[error("--peers does not list this node's id {0}")]
+    NotAPeer(NodeId),
+    /// A cluster needs at least two nodes (OmniPaxos refuses one).
+    #[error("a cluster needs at least 2 nodes; --peers lists {0}")]
+    TooFewNodes(usize),
+    /// The data dir is unusable or belongs to someone else.
+    #[error(transparent)]
+    DataDir(#[from] DataDirError),
+    /// The peer port could not be bound.
+    #[error("cannot listen for peers on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The log or the database could not be opened.
+    #[error("cannot open group {group}: {reason}")]
+    Open {
+        /// The group.
+        group: GroupId,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A running node, as frontends see it. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct NodeHandle {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    cfg: NodeConfig,
+    epoch: u64,
+    next_request: AtomicU64,
+    groups: BTreeMap<GroupId, GroupHandle>,
+    links: Arc<Links>,
+}
+
+#[derive(Debug)]
+struct GroupHandle {
+    tx: SyncSender<GroupInput>,
+    status: Arc<Mutex<ReplicaStatus>>,
+}
+
+/// This node's status (`/status`).
+#[derive(Clone, Debug, Serialize)]
+pub struct NodeStatus {
+    /// This node.
+    pub node_id: u64,
+    /// Its peer address.
+    pub peer_addr: String,
+    /// The SQL engine.
+    pub engine: &'static str,
+    /// Where its files are.
+    pub data_dir: String,
+    /// Each group's replica on this node.
+    pub groups: Vec<GroupStatus>,
+}
+
+/// One group's replica as `/status` shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct GroupStatus {
+    /// The group.
+    pub group: u32,
+    /// leader, follower or candidate.
+    pub role: &'static str,
+    /// The believed leader.
+    pub leader: Option<u64>,
+    /// The promised ballot.
+    pub ballot: u32,
+    /// Entries known decided.
+    pub decided_index: u64,
+    /// Entries applied to the engine.
+    pub applied_index: u64,
+    /// Entries in the local log.
+    pub accepted_index: u64,
+    /// Clients waiting.
+    pub inflight: usize,
+}
+
+/// A node of the cluster as `/nodes` shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct PeerStatus {
+    /// The node.
+    pub id: u64,
+    /// Its peer address.
+    pub addr: String,
+    /// Whether this node currently has a link to it.
+    pub reachable: bool,
+    /// Whether it leads group 0 as far as this node knows.
+    pub leader: bool,
+}
+
+/// Starts a node: opens every group's log and database, binds the peer
+/// port, and starts the threads and tasks. Must run inside a tokio runtime.
+pub async fn start(cfg: NodeConfig) -> Result<NodeHandle, StartError> {
+    if !cfg.peers.contains_key(&cfg.id) {
+        return Err(StartError::NotAPeer(cfg.id));
+    }
+    if cfg.peers.len() < 2 {
+        return Err(StartError::TooFewNodes(cfg.peers.len()));
+    }
+    let members: Vec<NodeId> = cfg.peers.keys().copied().collect();
+    datadir::claim(&cfg.data_dir, cfg.id, &cfg.cluster, &members)?;
+    let addr = cfg.peers[&cfg.id].clone();
+    let listener = TcpListener::bind(&addr)
+        .await
+        .map_err(|source| StartError::Listen {
+            addr: addr.clone(),
+            source,
+        })?;
+    let epoch: u64 = rand::random();
+
+    let group_ids = [GroupId(0)];
+    let mut senders = BTreeMap::new();
+    let mut receivers = Vec::new();
+    for g in group_ids {
+        let (tx, rx) = sync_channel(cfg.queue_max);
+        senders.insert(g, tx);
+        receivers.push((g, rx));
+    }
+    let inbox = Inbox {
+        groups: Arc::new(senders.clone()),
+    };
+    let links = transport::start_links(cfg.id, &cfg.cluster, &cfg.peers, inbox.clone());
+
+    let mut groups = BTreeMap::new();
+    for (g, rx) in receivers {
+        let status = Arc::new(Mutex::new(initial_status(cfg.id, g)));
+        spawn_group(&cfg, g, epoch, rx, Arc::clone(&links), Arc::clone(&status))?;
+        groups.insert(
+            g,
+            GroupHandle {
+                tx: senders[&g].clone(),
+                status,
+            },
+        );
+    }
+    tokio::spawn(transport::accept_loop(
+        listener,
+        cfg.cluster.clone(),
+        Arc::new(cfg.peers.clone()),
+        inbox,
+        Arc::clone(&links),
+    ));
+    Ok(NodeHandle {
+        inner: Arc::new(Inner {
+            cfg,
+            epoch,
+            next_request: AtomicU64::new(0),
+            groups,
+            links,
+        }),
+    })
+}
+
+fn initial_status(node: NodeId, group: GroupId) -> ReplicaStatus {
+    ReplicaStatus {
+        node,
+        group,
+        role: Role::Candidate,
+        leader: None,
+        ballot: 0,
+        decided: LogIndex(0),
+        applied: LogIndex(0),
+        accepted: LogIndex(0),
+        inflight: 0,
+    }
+}
+
+/// Opens a group's files and starts the thread that owns them. Opening
+/// happens on that thread too, and the first error comes back here.
+fn spawn_group(
+    cfg: &NodeConfig,
+    group: GroupId,
+    epoch: u64,
+    inputs: std::sync::mpsc::Receiver<GroupInput>,
+    links: Arc<Links>,
+    status: Arc<Mutex<ReplicaStatus>>,
+) -> Result<(), StartError> {
+    let dir = cfg.data_dir.join(format!("group-{}", group.0));
+    let rcfg = ReplicaConfig::new(cfg.id, group, cfg.peers.keys().copied().collect(), epoch);
+    let tick = cfg.tick;
+    let (opened_tx, opened_rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name(format!("group-{}", group.0))
+        .spawn(move || {
+            let replica = match open_replica(&dir, rcfg) {
+                Ok(r) => {
+                    let _ = opened_tx.send(Ok(()));
+                    r
+                }
+                Err(reason) => {
+                    let _ = opened_tx.send(Err(reason));
+                    return;
+                }
+            };
+            GroupLoop {
+                group,
+                replica,
+                inputs,
+                links,
+                status,
+                tick,
+            }
+            .run();
+        })
+        .map_err(|e| StartError::Open {
+            group,
+            reason: e.to_string(),
+        })?;
+    opened_rx
+        .recv()
+        .unwrap_or_else(|_| Err("group thread died while opening".into()))
+        .map_err(|reason| StartError::Open { group, reason })
+}
+
+type NodeReplica = Replica<SqliteEngine, DurableStorage<paxsql_types::Entry, OsLogFile>>;
+
+fn open_replica(dir: &std::path::Path, rcfg: ReplicaConfig) -> Result<NodeReplica, String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    let log_path = dir.join("paxos.log");
+    let file = OsLogFile::open(&log_path).map_err(|e| format!("{}: {e}", log_path.display()))?;
+    let storage = DurableStorage::open_with_options(file, LogOptions::default())
+        .map_err(|e| format!("{}: {e}", log_path.display()))?;
+    let db_path = dir.join("db.sqlite");
+    let engine = SqliteEngine::open(&db_path, SqliteOptions::default())
+        .map_err(|e| format!("{}: {e}", db_path.display()))?;
+    Replica::open(rcfg, storage, engine).map_err(|e| e.to_string())
+}
+
+impl NodeHandle {
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.inner.cfg.id
+    }
+
+    /// The group that serves a request. One group today.
+    pub fn group_for(&self, _stmts: &[Statement]) -> GroupId {
+        GroupId(0)
+    }
+
+    /// Runs statements through the log.
+    pub async fn write(
+        &self,
+        stmts: Vec<Statement>,
+        transaction: bool,
+        id: Option<RequestId>,
+    ) -> Result<Response, RequestError> {
+        if stmts.is_empty() {
+            return Err(RequestError::BadRequest("no statements given".into()));
+        }
+        let id = id.unwrap_or_else(|| self.fresh_request_id());
+        let env = ApplyEnv {
+            unix_ms: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_millis() as i64)
+                .unwrap_or(0),
+            seed: rand::random(),
+        };
+        let group = self.group_for(&stmts);
+        let req = ClientRequest::Write {
+            id,
+            stmts,
+            transaction,
+            env,
+        };
+        self.call(group, req).await
+    }
+
+    /// Runs read-only statements at a level.
+    pub async fn read(
+        &self,
+        stmts: Vec<Statement>,
+        level: ReadLevel,
+    ) -> Result<Response, RequestError> {
+        if stmts.is_empty() {
+            return Err(RequestError::BadRequest("no statements given".into()));
+        }
+        let group = self.group_for(&stmts);
+        self.call(group, ClientRequest::Read { stmts, level }).await
+    }
+
+    /// Reads when every statement only reads, writes otherwise.
+    pub async fn request(
+        &self,
+        stmts: Vec<Statement>,
+        transaction: bool,
+        id: Option<RequestId>,
+        level: ReadLevel,
+    ) -> Result<Response, RequestError> {
+        if all_reads(&stmts) {
+            self.read(stmts, level).await
+        } else {
+            self.write(stmts, transaction, id).await
+        }
+    }
+
+    async fn call(&self, group: GroupId, req: ClientRequest) -> Result<Response, RequestError> {
+        let handle = &self.inner.groups[&group];
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        match handle.tx.try_send(GroupInput::Client { req, reply }) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                return Err(RequestError::Overloaded(format!(
+                    "group {group} has {} requests queued",
+                    self.inner.cfg.queue_max
+                )))
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                return Err(RequestError::Unavailable(format!(
+                    "group {group} has stopped"
+                )))
+            }
+        }
+        // The replica answers by its own deadline; this one only guards
+        // against a replica that stopped answering altogether.
+        let guard = self.inner.cfg.request_timeout + Duration::from_secs(1);
+        match tokio::time::timeout(guard, rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(RequestError::Unavailable(format!(
+                "group {group} has stopped"
+            ))),
+            Err(_) => Err(RequestError::timeout("request")),
+        }
+    }
+
+    fn fresh_request_id(&self) -> RequestId {
+        let seq = self.inner.next_request.fetch_add(1, Ordering::Relaxed);
+        RequestId(format!(
+            "{}-{:016x}-{seq}",
+            self.inner.cfg.id, self.inner.epoch
+        ))
+    }
+
+    fn group_status(&self, g: GroupId) -> ReplicaStatus {
+        self.inner.groups[&g]
+            .status
+            .lock()
+            .expect("status lock")
+            .clone()
+    }
+
+    /// This node's status.
+    pub fn status(&self) -> NodeStatus {
+        let groups = self
+            .inner
+            .groups
+            .keys()
+            .map(|&g| {
+                let s = self.group_status(g);
+                GroupStatus {
+                    group: g.0,
+                    role: match s.role {
+                        Role::Leader => "leader",
+                        Role::Follower => "follower",
+                        Role::Candidate => "candidate",
+                    },
+                    leader: s.leader.map(|l| l.0),
+                    ballot: s.ballot,
+                    decided_index: s.decided.0,
+                    applied_index: s.applied.0,
+                    accepted_index: s.accepted.0,
+                    inflight: s.inflight,
+                }
+            })
+            .collect();
+        NodeStatus {
+            node_id: self.inner.cfg.id.0,
+            peer_addr: self.inner.cfg.peers[&self.inner.cfg.id].clone(),
+            engine: "sqlite",
+            data_dir: self.inner.cfg.data_dir.display().to_string(),
+            groups,
+        }
+    }
+
+    /// Every node of the cluster as this node sees it.
+    pub fn nodes(&self) -> Vec<PeerStatus> {
+        let leader = self.group_status(GroupId(0)).leader;
+        self.inner
+            .cfg
+            .peers
+            .iter()
+            .map(|(&id, addr)| PeerStatus {
+                id: id.0,
+                addr: addr.clone(),
+                reachable: self.inner.links.connected(id),
+                leader: leader == Some(id),
+            })
+            .collect()
+    }
+
+    /// Ok once every group has a leader in the accept phase and has applied
+    /// all it knows decided.
+    pub fn ready(&self) -> Result<(), String> {
+        for &g in self.inner.groups.keys() {
+            let s = self.group_status(g);
+            if s.leader.is_none() || s.role == Role::Candidate {
+                return Err(format!("group {g}: no leader yet"));
+            }
+            if s.applied < s.decided {
+                return Err(format!(
+                    "group {g}: catching up ({} of {} applied)",
+                    s.applied, s.decided
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Cuts this node off from all peers (true) or reconnects it (false),
+    /// while it keeps running. For fault-injection tests.
+    pub fn set_isolated(&self, isolated: bool) {
+        self.inner.links.isolated.store(isolated, Ordering::Relaxed);
+        tracing::warn!(isolated, "fault switch flipped");
+    }
+}

@@ -1,1 +1,785 @@
-//! placeholder
+//! One replication group's replica on one node: an OmniPaxos instance, the
+//! SQL engine it feeds, and the bookkeeping of the clients waiting on it.
+//!
+//! The replica does no IO of its own. Its owner (a thread in production, the
+//! simulator in tests) feeds it inputs — [`Replica::tick`],
+//! [`Replica::receive`], [`Replica::connected`], [`Replica::submit`] — and
+//! then calls [`Replica::poll`], which returns what to send and whom to
+//! answer. Storage and the SQL engine are called synchronously inside; both
+//! are traits, so the simulator plugs in a disk that can lose unsynced bytes.
+//!
+//! # The driving loop
+//!
+//! Every [`Replica::poll`] runs these steps in this order; the order is what
+//! makes the replica safe:
+//!
+//! 1. **Propose.** Client writes and read barriers queued since the last poll
+//!    become one log entry (application-level batching). If this node
+//!    believes it leads, the entry is appended to OmniPaxos; otherwise it is
+//!    sent to the believed leader as a [`PeerMsg::Forward`] (OmniPaxos' own
+//!    forwarding is fire-and-forget and can be lost: pending proposals are
+//!    re-sent on a timer and on every leader change, and the engine's
+//!    request-id table makes the repeats harmless).
+//! 2. **Persist.** Everything OmniPaxos wrote to the log storage since the
+//!    last poll is made durable with one `sync` (group commit).
+//! 3. **Send.** Only now are OmniPaxos' outgoing messages released: a promise
+//!    or an accepted entry is never announced before it is on disk.
+//! 4. **Apply.** Decided entries are applied in log order, each in one engine
+//!    transaction together with the applied index and completed request ids.
+//!    Writers waiting on this node get their results; linearizable reads
+//!    waiting on a barrier that has now been applied are served.
+//!
+//! # Read levels
+//!
+//! - `local`: served from the engine at once.
+//! - `leader`: served at once if this node believes it leads, otherwise
+//!   forwarded to the believed leader, which serves it only if it still
+//!   believes it leads; the answer comes back through this node.
+//! - `linearizable`: waits for a *barrier* — a no-op entry proposed by this
+//!   node after the read arrived — to be applied here. The barrier is decided
+//!   after every write acknowledged before the read began, so applying up to
+//!   it covers them. A node cut off from the majority never sees its barrier
+//!   decided, so it answers "unavailable" rather than stale data. Reads that
+//!   arrive together share one barrier.
+
+mod storage;
+
+pub use storage::LogStorage;
+use storage::Shared;
+
+use omnipaxos::messages::Message;
+use omnipaxos::util::LogEntry;
+use omnipaxos::{ClusterConfig, OmniPaxos, ServerConfig};
+use paxsql_sql::{determinism, Applied, EngineError, SqlEngine};
+use paxsql_types::{
+    ApplyEnv, BarrierId, Entry, GroupId, LogIndex, NodeId, Proposal, ReadLevel, RequestError,
+    RequestId, Response, Statement, StmtResult, WriteRequest,
+};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+
+/// Names a client waiting on this replica; chosen by the owner.
+pub type ClientToken = u64;
+
+/// Settings of one replica. Times are in ticks of the owner's clock.
+#[derive(Clone, Debug)]
+pub struct ReplicaConfig {
+    /// This node.
+    pub node: NodeId,
+    /// The group this replica belongs to.
+    pub group: GroupId,
+    /// Every node of the group, this one included.
+    pub nodes: Vec<NodeId>,
+    /// Distinguishes this run of the node from earlier ones (random at start).
+    pub epoch: u64,
+    /// Ticks between heartbeat rounds of leader election.
+    pub election_ticks: u64,
+    /// Ticks before OmniPaxos resends a message it thinks was lost.
+    pub resend_ticks: u64,
+    /// Ticks before a proposal not yet applied is sent again.
+    pub retry_ticks: u64,
+    /// Ticks a client waits at most for its answer.
+    pub request_timeout_ticks: u64,
+    /// Proposals carried by one log entry at most.
+    pub batch_proposals_max: usize,
+    /// Requests waiting on this replica at most; more are refused.
+    pub inflight_max: usize,
+}
+
+impl ReplicaConfig {
+    /// Settings for a 10 ms tick: election every 100 ms, resend after
+    /// 200 ms, retry after 500 ms, give up after 5 s.
+    pub fn new(node: NodeId, group: GroupId, nodes: Vec<NodeId>, epoch: u64) -> Self {
+        ReplicaConfig {
+            node,
+            group,
+            nodes,
+            epoch,
+            election_ticks: 10,
+            resend_ticks: 20,
+            retry_ticks: 50,
+            request_timeout_ticks: 500,
+            batch_proposals_max: 4096,
+            inflight_max: 16_384,
+        }
+    }
+}
+
+/// What a client asks of a replica.
+#[derive(Clone, Debug)]
+pub enum ClientRequest {
+    /// Statements to run through the log.
+    Write {
+        /// Applied at most once per id.
+        id: RequestId,
+        /// In order.
+        stmts: Vec<Statement>,
+        /// All or none.
+        transaction: bool,
+        /// Clock and randomness fixed for this write.
+        env: ApplyEnv,
+    },
+    /// Read-only statements at a level.
+    Read {
+        /// In order.
+        stmts: Vec<Statement>,
+        /// How fresh.
+        level: ReadLevel,
+    },
+}
+
+/// What replicas of one group say to each other.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum PeerMsg {
+    /// OmniPaxos' own protocol.
+    Paxos(Message<Entry>),
+    /// Proposals for the leader to append.
+    Forward(Vec<Proposal>),
+    /// A `leader`-level read for the node that believes it leads.
+    LeaderRead {
+        /// The asking node's id for this read.
+        id: u64,
+        /// The statements.
+        stmts: Vec<Statement>,
+    },
+    /// The answer to a [`PeerMsg::LeaderRead`].
+    LeaderReadReply {
+        /// The asking node's id for this read.
+        id: u64,
+        /// The answer.
+        result: Result<Response, RequestError>,
+    },
+}
+
+/// What the owner must do after a [`Replica::poll`].
+#[derive(Clone, Debug)]
+pub enum Output {
+    /// Send a message to a peer's replica of this group.
+    Send {
+        /// The peer.
+        to: NodeId,
+        /// The message.
+        msg: PeerMsg,
+    },
+    /// Answer a waiting client.
+    Reply {
+        /// Who.
+        token: ClientToken,
+        /// The answer.
+        result: Result<Response, RequestError>,
+    },
+}
+
+/// A replica that cannot go on: its storage or engine failed. The owner
+/// must stop it; continuing could diverge it from the others.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicaError {
+    /// The log storage failed to sync.
+    #[error("log storage failed: {0}")]
+    Log(#[from] std::io::Error),
+    /// The SQL engine failed.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// OmniPaxos rejected the configuration.
+    #[error("invalid group configuration: {0}")]
+    Config(String),
+}
+
+/// The replica's role as far as this node can tell.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Role {
+    /// Believes it leads and is in the accept phase.
+    Leader,
+    /// Follows a known leader.
+    Follower,
+    /// Knows no leader.
+    Candidate,
+}
+
+/// A snapshot of a replica's state for status pages and checks.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaStatus {
+    /// This node.
+    pub node: NodeId,
+    /// This group.
+    pub group: GroupId,
+    /// As far as this node can tell.
+    pub role: Role,
+    /// The node this replica believes leads, if any.
+    pub leader: Option<NodeId>,
+    /// The ballot number this replica has promised.
+    pub ballot: u32,
+    /// Entries known decided.
+    pub decided: LogIndex,
+    /// Entries applied to the engine.
+    pub applied: LogIndex,
+    /// Entries in this replica's log.
+    pub accepted: LogIndex,
+    /// Clients waiting.
+    pub inflight: usize,
+}
+
+struct PendingWrite {
+    tokens: Vec<ClientToken>,
+    proposal: Proposal,
+    deadline: u64,
+    retry_at: u64,
+}
+
+struct PendingRead {
+    token: ClientToken,
+    stmts: Vec<Statement>,
+    deadline: u64,
+}
+
+struct PendingBarrier {
+    proposal: Proposal,
+    reads: Vec<PendingRead>,
+    retry_at: u64,
+}
+
+/// One group's replica on one node. See the crate docs for the loop.
+pub struct Replica<E: SqlEngine, S: LogStorage> {
+    cfg: ReplicaConfig,
+    op: OmniPaxos<Entry, Shared<S>>,
+    /// The same storage OmniPaxos writes to, for `sync`.
+    storage: Shared<S>,
+    engine: E,
+    /// The owner's clock, in ticks.
+    now: u64,
+    /// Proposals to make at the next poll.
+    queue: Vec<Proposal>,
+    writes: HashMap<RequestId, PendingWrite>,
+    /// Linearizable reads that arrived since the last barrier was proposed.
+    reads_unbarriered: Vec<PendingRead>,
+    /// Barriers proposed and not yet applied, by sequence number.
+    barriers: BTreeMap<u64, PendingBarrier>,
+    next_barrier_seq: u64,
+    /// `leader` reads forwarded to the leader, by id.
+    leader_reads: HashMap<u64, (ClientToken, u64)>,
+    next_leader_read: u64,
+    outputs: Vec<Output>,
+    last_leader: Option<NodeId>,
+    /// Counts leader changes seen, for metrics.
+    leader_changes: u64,
+}
+
+impl<E: SqlEngine, S: LogStorage> std::fmt::Debug for Replica<E, S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Replica")
+            .field("status", &self.status())
+            .finish()
+    }
+}
+
+impl<E: SqlEngine, S: LogStorage> Replica<E, S> {
+    /// Builds a replica from its storage and engine, as found on disk.
+    pub fn open(cfg: ReplicaConfig, storage: S, engine: E) -> Result<Self, ReplicaError> {
+        let cluster = ClusterConfig {
+            configuration_id: 1,
+            nodes: cfg.nodes.iter().map(|n| n.0).collect(),
+            flexible_quorum: None,
+        };
+        let server = ServerConfig {
+            pid: cfg.node.0,
+            election_tick_timeout: cfg.election_ticks,
+            resend_message_tick_timeout: cfg.resend_ticks,
+            batch_size: 1,
+            ..ServerConfig::default()
+        };
+        let storage = Shared(std::rc::Rc::new(std::cell::RefCell::new(storage)));
+        let op = cluster
+            .build_for_server(server, storage.clone())
+            .map_err(|e| ReplicaError::Config(e.to_string()))?;
+        Ok(Replica {
+            cfg,
+            op,
+            storage,
+            engine,
+            now: 0,
+            queue: Vec::new(),
+            writes: HashMap::new(),
+            reads_unbarriered: Vec::new(),
+            barriers: BTreeMap::new(),
+            next_barrier_seq: 0,
+            leader_reads: HashMap::new(),
+            next_leader_read: 0,
+            outputs: Vec::new(),
+            last_leader: None,
+            leader_changes: 0,
+        })
+    }
+
+    /// Advances the clock by one tick: drives elections, resends, retries
+    /// and timeouts.
+    pub fn tick(&mut self) {
+        self.now += 1;
+        self.op.tick();
+        self.expire();
+        self.retry_due();
+    }
+
+    /// A peer's replica of this group says something.
+    pub fn receive(&mut self, from: NodeId, msg: PeerMsg) {
+        match msg {
+            PeerMsg::Paxos(m) => self.op.handle_incoming(m),
+            PeerMsg::Forward(proposals) => self.on_forward(from, proposals),
+            PeerMsg::LeaderRead { id, stmts } => {
+                let result = if self.believed_leader() == Some(self.cfg.node) {
+                    Ok(self.read_now(&stmts))
+                } else {
+                    Err(RequestError::Unavailable(format!(
+                        "node {} is no longer the leader; retry",
+                        self.cfg.node
+                    )))
+                };
+                self.send(from, PeerMsg::LeaderReadReply { id, result });
+            }
+            PeerMsg::LeaderReadReply { id, result } => {
+                if let Some((token, _)) = self.leader_reads.remove(&id) {
+                    self.reply(token, result);
+                }
+            }
+        }
+    }
+
+    /// The link to `peer` was (re-)established: messages sent meanwhile may
+    /// be lost, so OmniPaxos resynchronises with it.
+    pub fn connected(&mut self, peer: NodeId) {
+        if peer != self.cfg.node {
+            self.op.reconnected(peer.0);
+        }
+    }
+
+    /// A client asks something; the answer comes out of a later
+    /// [`Replica::poll`] as an [`Output::Reply`] with this token.
+    pub fn submit(&mut self, token: ClientToken, req: ClientRequest) {
+        if self.inflight() >= self.cfg.inflight_max {
+            let msg = format!("{} requests in flight on this node", self.inflight());
+            self.reply(token, Err(RequestError::Overloaded(msg)));
+            return;
+        }
+        match req {
+            ClientRequest::Write {
+                id,
+                stmts,
+                transaction,
+                env,
+            } => self.submit_write(token, id, stmts, transaction, env),
+            ClientRequest::Read { stmts, level } => self.submit_read(token, stmts, level),
+        }
+    }
+
+    /// Runs the driving loop's steps (see the crate docs) and returns what to
+    /// send and whom to answer.
+    pub fn poll(&mut self) -> Result<Vec<Output>, ReplicaError> {
+        self.note_leader_change();
+        // 1. Propose.
+        self.open_barrier();
+        self.propose_queued();
+        // 2. Persist.
+        self.storage.0.borrow_mut().sync()?;
+        // 3. Send.
+        let mut msgs = Vec::new();
+        self.op.take_outgoing_messages(&mut msgs);
+        for m in msgs {
+            let to = NodeId(m.get_receiver());
+            self.send(to, PeerMsg::Paxos(m));
+        }
+        // 4. Apply.
+        self.apply_decided()?;
+        Ok(std::mem::take(&mut self.outputs))
+    }
+
+    /// The replica's state now.
+    pub fn status(&self) -> ReplicaStatus {
+        let leader = self.believed_leader();
+        let accept_phase = self.op.get_current_leader().is_some_and(|(_, a)| a);
+        let role = match leader {
+            Some(l) if l == self.cfg.node && accept_phase => Role::Leader,
+            Some(l) if l != self.cfg.node => Role::Follower,
+            _ => Role::Candidate,
+        };
+        ReplicaStatus {
+            node: self.cfg.node,
+            group: self.cfg.group,
+            role,
+            leader,
+            ballot: self.op.get_promise().n,
+            decided: LogIndex(self.op.get_decided_idx() as u64),
+            applied: self.engine.applied_index(),
+            accepted: LogIndex(self.op.get_accepted_idx() as u64),
+            inflight: self.inflight(),
+        }
+    }
+
+    /// Leader changes this replica has seen since it started.
+    pub fn leader_changes(&self) -> u64 {
+        self.leader_changes
+    }
+
+    /// Bytes the log occupies on disk.
+    pub fn log_bytes(&self) -> u64 {
+        self.storage.0.borrow().bytes_on_disk()
+    }
+
+    /// The engine, for checks (state hashes) by the owner.
+    pub fn engine_mut(&mut self) -> &mut E {
+        &mut self.engine
+    }
+
+    fn inflight(&self) -> usize {
+        self.writes.len()
+            + self.reads_unbarriered.len()
+            + self.barriers.values().map(|b| b.reads.len()).sum::<usize>()
+            + self.leader_reads.len()
+    }
+
+    fn believed_leader(&self) -> Option<NodeId> {
+        self.op.get_current_leader().map(|(pid, _)| NodeId(pid))
+    }
+
+    fn note_leader_change(&mut self) {
+        let leader = self.believed_leader();
+        if leader != self.last_leader {
+            tracing::info!(group = %self.cfg.group, leader = ?leader.map(|l| l.0), "leader changed");
+            self.last_leader = leader;
+            self.leader_changes += 1;
+            // The old leader may have dropped what it was given: send it all
+            // again to the new one. Duplicates are filtered at apply time.
+            self.requeue_all();
+        }
+    }
+
+    fn submit_write(
+        &mut self,
+        token: ClientToken,
+        id: RequestId,
+        stmts: Vec<Statement>,
+        transaction: bool,
+        env: ApplyEnv,
+    ) {
+        if let Some(p) = self.writes.get_mut(&id) {
+            p.tokens.push(token);
+            return;
+        }
+        match self.engine.completed(&id) {
+            Ok(Some(results)) => {
+                let index = self.engine.applied_index();
+                self.reply(token, Ok(Response { results, index }));
+                return;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                self.reply(token, Err(RequestError::Unavailable(e.to_string())));
+                return;
+            }
+        }
+        let stmts = match make_deterministic(stmts, env) {
+            Ok(s) => s,
+            Err(e) => {
+                self.reply(token, Err(e));
+                return;
+            }
+        };
+        let proposal = Proposal::Write(WriteRequest {
+            id: id.clone(),
+            stmts,
+            transaction,
+            env,
+        });
+        self.queue.push(proposal.clone());
+        let pending = PendingWrite {
+            tokens: vec![token],
+            proposal,
+            deadline: self.now + self.cfg.request_timeout_ticks,
+            retry_at: self.now + self.cfg.retry_ticks,
+        };
+        self.writes.insert(id, pending);
+    }
+
+    fn submit_read(&mut self, token: ClientToken, stmts: Vec<Statement>, level: ReadLevel) {
+        let deadline = self.now + self.cfg.request_timeout_ticks;
+        match level {
+            ReadLevel::Local => {
+                let r = self.read_now(&stmts);
+                self.reply(token, Ok(r));
+            }
+            ReadLevel::Leader => match self.believed_leader() {
+                Some(l) if l == self.cfg.node => {
+                    let r = self.read_now(&stmts);
+                    self.reply(token, Ok(r));
+                }
+                Some(l) => {
+                    let id = self.next_leader_read;
+                    self.next_leader_read += 1;
+                    self.leader_reads.insert(id, (token, deadline));
+                    self.send(l, PeerMsg::LeaderRead { id, stmts });
+                }
+                None => self.reply(
+                    token,
+                    Err(RequestError::Unavailable(
+                        "no leader is known to this node; retry".into(),
+                    )),
+                ),
+            },
+            ReadLevel::Linearizable => self.reads_unbarriered.push(PendingRead {
+                token,
+                stmts,
+                deadline,
+            }),
+        }
+    }
+
+    fn read_now(&mut self, stmts: &[Statement]) -> Response {
+        Response {
+            results: self.engine.query(stmts),
+            index: self.engine.applied_index(),
+        }
+    }
+
+    /// Step 1a: reads that arrived since the last barrier get a new one,
+    /// proposed now — after they arrived, which is what makes it valid.
+    fn open_barrier(&mut self) {
+        if self.reads_unbarriered.is_empty() {
+            return;
+        }
+        let seq = self.next_barrier_seq;
+        self.next_barrier_seq += 1;
+        let proposal = Proposal::Barrier(BarrierId {
+            node: self.cfg.node,
+            seq,
+            epoch: self.cfg.epoch,
+        });
+        self.queue.push(proposal.clone());
+        let reads = std::mem::take(&mut self.reads_unbarriered);
+        self.barriers.insert(
+            seq,
+            PendingBarrier {
+                proposal,
+                reads,
+                retry_at: self.now + self.cfg.retry_ticks,
+            },
+        );
+    }
+
+    /// Step 1b: the queued proposals become log entries at the leader.
+    fn propose_queued(&mut self) {
+        if self.queue.is_empty() {
+            return;
+        }
+        let Some(leader) = self.believed_leader() else {
+            // Nobody to send to; the retry timer brings them back.
+            self.queue.clear();
+            return;
+        };
+        let queue = std::mem::take(&mut self.queue);
+        for chunk in queue.chunks(self.cfg.batch_proposals_max) {
+            if leader == self.cfg.node {
+                self.append(chunk.to_vec());
+            } else {
+                self.send(leader, PeerMsg::Forward(chunk.to_vec()));
+            }
+        }
+    }
+
+    fn append(&mut self, proposals: Vec<Proposal>) {
+        // An error here means a reconfiguration is pending; the proposals
+        // are retried by the timer like lost ones.
+        let _ = self.op.append(Entry { proposals });
+    }
+
+    fn on_forward(&mut self, from: NodeId, proposals: Vec<Proposal>) {
+        match self.believed_leader() {
+            Some(l) if l == self.cfg.node => self.append(proposals),
+            // One more hop at most: a forward never goes back to its sender.
+            Some(l) if l != from => self.send(l, PeerMsg::Forward(proposals)),
+            // Dropped: the sender's retry timer sends them again.
+            _ => {}
+        }
+    }
+
+    /// Step 4: applies every decided entry not yet applied.
+    fn apply_decided(&mut self) -> Result<(), ReplicaError> {
+        loop {
+            let applied = self.engine.applied_index();
+            let decided = self.op.get_decided_idx() as u64;
+            // Invariant: the engine never runs ahead of the decided log.
+            if applied.0 >= decided {
+                return Ok(());
+            }
+            let Some(entries) = self.op.read_decided_suffix(applied.0 as usize) else {
+                return Ok(());
+            };
+            for (offset, entry) in entries.into_iter().enumerate() {
+                let index = LogIndex(applied.0 + offset as u64);
+                match entry {
+                    LogEntry::Decided(e) => {
+                        let outcomes = self.engine.apply(index, &e)?;
+                        self.on_applied(index, outcomes);
+                    }
+                    other => {
+                        return Err(ReplicaError::Engine(EngineError::Inconsistent(format!(
+                            "entry {index} cannot be applied: {other:?}"
+                        ))))
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_applied(&mut self, index: LogIndex, outcomes: Vec<Applied>) {
+        let after = LogIndex(index.0 + 1);
+        for outcome in outcomes {
+            match outcome {
+                Applied::Write { id, results, .. } => {
+                    if let Some(p) = self.writes.remove(&id) {
+                        for token in p.tokens {
+                            let r = Response {
+                                results: results.clone(),
+                                index: after,
+                            };
+                            self.reply(token, Ok(r));
+                        }
+                    }
+                }
+                Applied::Barrier(b) if b.node == self.cfg.node && b.epoch == self.cfg.epoch => {
+                    // Every barrier up to this one was proposed before it, so
+                    // its reads are covered too.
+                    let later = self.barriers.split_off(&(b.seq + 1));
+                    let done = std::mem::replace(&mut self.barriers, later);
+                    for (_, barrier) in done {
+                        for read in barrier.reads {
+                            let r = self.read_now(&read.stmts);
+                            self.reply(read.token, Ok(r));
+                        }
+                    }
+                }
+                Applied::Barrier(_) => {}
+            }
+        }
+    }
+
+    /// Fails every client whose deadline has passed.
+    fn expire(&mut self) {
+        let now = self.now;
+        let expired: Vec<RequestId> = self
+            .writes
+            .iter()
+            .filter(|(_, p)| p.deadline <= now)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in expired {
+            let p = self.writes.remove(&id).expect("listed above");
+            for token in p.tokens {
+                self.reply(token, Err(RequestError::timeout("write")));
+            }
+        }
+        let mut timed_out = Vec::new();
+        self.barriers.retain(|_, b| {
+            b.reads.retain(|r| {
+                let keep = r.deadline > now;
+                if !keep {
+                    timed_out.push(r.token);
+                }
+                keep
+            });
+            !b.reads.is_empty()
+        });
+        self.leader_reads.retain(|_, (token, deadline)| {
+            let keep = *deadline > now;
+            if !keep {
+                timed_out.push(*token);
+            }
+            keep
+        });
+        for token in timed_out {
+            self.reply(token, Err(RequestError::timeout("read")));
+        }
+    }
+
+    /// Queues again every proposal whose retry time has come.
+    fn retry_due(&mut self) {
+        let now = self.now;
+        let retry = self.cfg.retry_ticks;
+        for p in self.writes.values_mut().filter(|p| p.retry_at <= now) {
+            p.retry_at = now + retry;
+            self.queue.push(p.proposal.clone());
+        }
+        for b in self.barriers.values_mut().filter(|b| b.retry_at <= now) {
+            b.retry_at = now + retry;
+            self.queue.push(b.proposal.clone());
+        }
+    }
+
+    fn requeue_all(&mut self) {
+        let retry_at = self.now + self.cfg.retry_ticks;
+        self.queue.clear();
+        for p in self.writes.values_mut() {
+            p.retry_at = retry_at;
+            self.queue.push(p.proposal.clone());
+        }
+        for b in self.barriers.values_mut() {
+            b.retry_at = retry_at;
+            self.queue.push(b.proposal.clone());
+        }
+    }
+
+    fn send(&mut self, to: NodeId, msg: PeerMsg) {
+        self.outputs.push(Output::Send { to, msg });
+    }
+
+    fn reply(&mut self, token: ClientToken, result: Result<Response, RequestError>) {
+        self.outputs.push(Output::Reply { token, result });
+    }
+}
+
+/// Rewrites each statement so that it runs identically on every replica,
+/// or rejects the request saying why.
+fn make_deterministic(
+    stmts: Vec<Statement>,
+    env: ApplyEnv,
+) -> Result<Vec<Statement>, RequestError> {
+    let mut state = env.seed ^ 0x5851_F42D_4C95_7F2D;
+    let mut random = move || {
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    let mut denv = determinism::Env {
+        unix_ms: env.unix_ms,
+        random: &mut random,
+    };
+    stmts
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut s)| {
+            let bad = |why: String| RequestError::BadRequest(format!("statement {}: {why}", i + 1));
+            if let Some(why) = determinism::forbidden(&s.sql) {
+                return Err(bad(why));
+            }
+            match determinism::make_deterministic(&s.sql, &mut denv) {
+                Ok(std::borrow::Cow::Borrowed(_)) => Ok(s),
+                Ok(std::borrow::Cow::Owned(sql)) => {
+                    s.sql = sql;
+                    Ok(s)
+                }
+                Err(e) => Err(bad(e.to_string())),
+            }
+        })
+        .collect()
+}
+
+/// Whether every statement only reads (then `/db/request` may serve it as a read).
+pub fn all_reads(stmts: &[Statement]) -> bool {
+    stmts
+        .iter()
+        .all(|s| determinism::classify(&s.sql) == determinism::Kind::Read)
+}
+
+/// Convenience for owners: the results of a response, or the error.
+pub fn results_of(r: &Result<Response, RequestError>) -> Option<&[StmtResult]> {
+    r.as_ref().ok().map(|r| r.results.as_slice())
+}

@@ -1,1 +1,113 @@
-fn main() {}
+//! The `paxsql` binary: `node` runs one node, `cluster` a local cluster.
+
+mod backend;
+mod cluster;
+mod config;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "paxsql",
+    version,
+    about = "A distributed SQL database on OmniPaxos"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run one node (foreground; logs to stderr; RUST_LOG sets the level).
+    Node(config::NodeArgs),
+    /// Start a local cluster of node processes on loopback; Ctrl-C stops it.
+    Cluster(cluster::ClusterArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let result = match cli.command {
+        Command::Node(args) => run_node(args),
+        Command::Cluster(args) => cluster::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("paxsql: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+fn run_node(args: config::NodeArgs) -> anyhow::Result<()> {
+    let settings = args.resolve()?;
+    runtime()?.block_on(async move {
+        let http = tokio::net::TcpListener::bind(&settings.http)
+            .await
+            .with_context(|| format!("cannot listen for HTTP on {}", settings.http))?;
+        let mut cfg = paxsql_node::NodeConfig::new(
+            settings.id,
+            settings.peers.clone(),
+            settings.data_dir.clone(),
+        );
+        cfg.cluster = settings.cluster.clone();
+        let node = paxsql_node::start(cfg).await?;
+        tracing::info!(
+            id = settings.id.0,
+            http = %settings.http,
+            peer = %settings.peers[&settings.id],
+            data_dir = %settings.data_dir.display(),
+            "node started"
+        );
+        let app = backend::app(node, settings.fault_injection);
+        axum::serve(http, app)
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+            .context("serving HTTP")?;
+        tracing::info!("node stopped");
+        Ok(())
+    })
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub(crate) async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}

@@ -1,3 +1,73 @@
-//! SQL engines behind one trait, and determinism rules.
+//! SQL engines behind one trait, and the rules that keep replicas identical.
+//!
+//! A replica applies decided log entries through [`SqlEngine::apply`]: every
+//! proposal of one entry, the new applied index and the ids of the requests
+//! it completed are committed in **one** engine transaction, so a crash
+//! leaves the engine either before or after the entry, never in between.
+//! That is what makes replay after a crash apply each entry exactly once.
+//!
+//! Determinism comes in two layers. [`determinism`] rewrites `random()`,
+//! `CURRENT_TIMESTAMP` and friends to literals before a statement enters the
+//! log. At apply time the engine additionally pins the clock and the random
+//! sequence SQLite sees to values carried in the entry ([`ApplyEnv`]), which
+//! covers what a rewrite cannot reach: column DEFAULTs, triggers, and SQL the
+//! parser does not understand.
 
 pub mod determinism;
+mod sqlite;
+mod vfs;
+
+pub use sqlite::{SqliteEngine, SqliteOptions};
+
+use paxsql_types::{BarrierId, Entry, LogIndex, RequestId, Statement, StmtResult};
+
+/// What applying one proposal produced.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Applied {
+    /// A write request's results. `duplicate` is true when the request id was
+    /// already completed earlier: nothing ran, and `results` is the first answer.
+    Write {
+        /// The request.
+        id: RequestId,
+        /// One result per statement (the first answer, for a duplicate).
+        results: Vec<StmtResult>,
+        /// Whether this was a retry of a request already applied.
+        duplicate: bool,
+    },
+    /// A read barrier was reached.
+    Barrier(BarrierId),
+}
+
+/// An engine failure that is not a statement's fault (IO, corruption). The
+/// replica must stop rather than diverge.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The engine's storage failed.
+    #[error("sql engine storage failed: {0}")]
+    Storage(String),
+    /// The engine holds a state this replica cannot continue from.
+    #[error("sql engine state is inconsistent: {0}")]
+    Inconsistent(String),
+}
+
+/// A replica's SQL database.
+pub trait SqlEngine {
+    /// How many log entries have been applied (the next to apply has this index).
+    fn applied_index(&self) -> LogIndex;
+
+    /// Applies the decided entry at `index` (which must equal
+    /// [`Self::applied_index`]) in one transaction with the new applied index
+    /// and the completed request ids.
+    fn apply(&mut self, index: LogIndex, entry: &Entry) -> Result<Vec<Applied>, EngineError>;
+
+    /// Runs read-only statements against the current state. A statement
+    /// that would write fails in its own result.
+    fn query(&mut self, stmts: &[Statement]) -> Vec<StmtResult>;
+
+    /// The first answer of a completed request, if it is still remembered.
+    fn completed(&mut self, id: &RequestId) -> Result<Option<Vec<StmtResult>>, EngineError>;
+
+    /// A hash of the user-visible content (schema and rows), equal on two
+    /// replicas exactly when their content is equal. For tests and checks.
+    fn state_hash(&mut self) -> Result<u64, EngineError>;
+}

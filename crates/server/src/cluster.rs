@@ -1,0 +1,192 @@
+//! `paxsql cluster`: N node processes on loopback, for trying paxsql out.
+//! Each node is this same binary running `paxsql node`; its log goes to
+//! `DIR/node-N.log`. Ctrl-C (or any node exiting) stops them all.
+
+use anyhow::{bail, Context};
+use clap::Args;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Flags of `paxsql cluster`.
+#[derive(Args, Debug)]
+pub struct ClusterArgs {
+    /// How many nodes (2 or more).
+    #[arg(long, default_value_t = 3)]
+    nodes: u64,
+    /// Shard groups (1 until sharding lands).
+    #[arg(long, default_value_t = 1)]
+    shards: u32,
+    /// The SQL engine: sqlite or postgres.
+    #[arg(long, default_value = "sqlite")]
+    engine: String,
+    /// With --engine postgres: the server the replicas live on.
+    #[arg(long)]
+    postgres_url: Option<String>,
+    /// Parent of every node's data dir (created if missing; reused if present).
+    #[arg(long, default_value = "paxsql-cluster")]
+    data_dir: PathBuf,
+    /// HTTP ports are BASE, BASE+1, ...; peer ports BASE+100, BASE+101, ...
+    #[arg(long, default_value_t = 4001)]
+    base_port: u16,
+    /// Let tests cut nodes off through /debug/isolate.
+    #[arg(long)]
+    fault_injection: bool,
+}
+
+struct Nodes(Vec<(u64, Child)>);
+
+impl Drop for Nodes {
+    fn drop(&mut self) {
+        for (_, child) in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Starts the cluster and waits for Ctrl-C.
+pub fn run(args: ClusterArgs) -> anyhow::Result<()> {
+    if args.nodes < 2 {
+        bail!("--nodes must be 2 or more (OmniPaxos needs a quorum of peers)");
+    }
+    if args.shards != 1 {
+        bail!("--shards: only 1 shard group is available in this build");
+    }
+    if args.engine != "sqlite" {
+        bail!(
+            "--engine {}: only sqlite is available in this build",
+            args.engine
+        );
+    }
+    let _ = &args.postgres_url;
+    let http_port = |i: u64| args.base_port as u64 + i - 1;
+    let peer_port = |i: u64| args.base_port as u64 + 100 + i - 1;
+    if peer_port(args.nodes) > u16::MAX as u64 {
+        bail!(
+            "--base-port {} leaves no room for {} nodes",
+            args.base_port,
+            args.nodes
+        );
+    }
+    let peers: Vec<String> = (1..=args.nodes)
+        .map(|i| format!("{i}=127.0.0.1:{}", peer_port(i)))
+        .collect();
+    let peers = peers.join(",");
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating {}", args.data_dir.display()))?;
+    let exe = std::env::current_exe().context("finding the paxsql binary")?;
+    let mut nodes = Nodes(Vec::new());
+    for i in 1..=args.nodes {
+        let log_path = args.data_dir.join(format!("node-{i}.log"));
+        let log = std::fs::File::create(&log_path)
+            .with_context(|| format!("creating {}", log_path.display()))?;
+        let mut cmd = Command::new(&exe);
+        cmd.arg("node")
+            .arg("--id")
+            .arg(i.to_string())
+            .arg("--peers")
+            .arg(&peers)
+            .arg("--http")
+            .arg(format!("127.0.0.1:{}", http_port(i)))
+            .arg("--data-dir")
+            .arg(args.data_dir.join(format!("node-{i}")))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        if args.fault_injection {
+            cmd.arg("--fault-injection").arg("true");
+        }
+        let child = cmd.spawn().with_context(|| format!("starting node {i}"))?;
+        nodes.0.push((i, child));
+    }
+    let http: Vec<String> = (1..=args.nodes)
+        .map(|i| format!("127.0.0.1:{}", http_port(i)))
+        .collect();
+    wait_ready(&mut nodes, &http, &args.data_dir)?;
+    print_banner(&http, &args.data_dir);
+    supervise(&mut nodes)
+}
+
+fn wait_ready(nodes: &mut Nodes, http: &[String], dir: &std::path::Path) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()?;
+    for (addr, (id, child)) in http.iter().zip(nodes.0.iter_mut()) {
+        loop {
+            if let Some(status) = child.try_wait()? {
+                bail!(
+                    "node {id} exited ({status}) while starting; see {}",
+                    dir.join(format!("node-{id}.log")).display()
+                );
+            }
+            let ok = rt.block_on(async {
+                client
+                    .get(format!("http://{addr}/readyz"))
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success())
+            });
+            if ok {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "node {id} not ready after 30 s; see its log in {}",
+                    dir.display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    Ok(())
+}
+
+fn print_banner(http: &[String], dir: &std::path::Path) {
+    println!("paxsql cluster ready: {} nodes", http.len());
+    for (i, addr) in http.iter().enumerate() {
+        println!(
+            "  node {}: http://{addr}  (log: {})",
+            i + 1,
+            dir.join(format!("node-{}.log", i + 1)).display()
+        );
+    }
+    let a = &http[0];
+    println!();
+    println!("try:");
+    println!("  curl -XPOST 'http://{a}/db/execute' -H 'Content-Type: application/json' -d '[\"CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT)\"]'");
+    println!("  curl -XPOST 'http://{a}/db/execute' -H 'Content-Type: application/json' -d '[[\"INSERT INTO t (name) VALUES (?)\", \"fiona\"]]'");
+    println!("  curl -G 'http://{a}/db/query' --data-urlencode 'q=SELECT * FROM t' --data-urlencode 'level=linearizable'");
+    println!("  curl 'http://{a}/status'");
+    println!();
+    println!("Ctrl-C stops the cluster; data stays in {}", dir.display());
+}
+
+/// Waits until Ctrl-C or until a node exits, then stops them all.
+fn supervise(nodes: &mut Nodes) -> anyhow::Result<()> {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stop.clone();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    std::thread::spawn(move || {
+        rt.block_on(crate::shutdown_signal());
+        flag.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+    loop {
+        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+            println!("stopping the cluster");
+            return Ok(());
+        }
+        for (id, child) in &mut nodes.0 {
+            if let Some(status) = child.try_wait()? {
+                bail!("node {id} exited ({status}); stopping the others");
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
