@@ -15,6 +15,15 @@ struct Identity {
     members: Vec<u64>,
 }
 
+impl Identity {
+    fn describe(&self) -> String {
+        format!(
+            "node {} of cluster {:?} with members {:?}",
+            self.node_id, self.cluster, self.members
+        )
+    }
+}
+
 /// Why a data dir cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum DataDirError {
@@ -37,22 +46,14 @@ pub enum DataDirError {
         reason: String,
     },
     /// The dir belongs to another node or cluster.
-    #[error("data dir {path} belongs to node {found_node} of cluster {found_cluster:?} with members {found_members:?}, not node {node} of cluster {cluster:?} with members {members:?}; use another --data-dir")]
+    #[error("data dir {path} belongs to {found}, not {wanted}; use another --data-dir")]
     Foreign {
         /// The dir.
         path: PathBuf,
         /// Who owns it.
-        found_node: u64,
-        /// Its cluster.
-        found_cluster: String,
-        /// Its members.
-        found_members: Vec<u64>,
+        found: String,
         /// Who asked.
-        node: u64,
-        /// Their cluster.
-        cluster: String,
-        /// Their members.
-        members: Vec<u64>,
+        wanted: String,
     },
 }
 
@@ -84,12 +85,8 @@ pub(crate) fn claim(
             if found != want {
                 return Err(DataDirError::Foreign {
                     path: dir.to_owned(),
-                    found_node: found.node_id,
-                    found_cluster: found.cluster,
-                    found_members: found.members,
-                    node: want.node_id,
-                    cluster: want.cluster,
-                    members: want.members,
+                    found: found.describe(),
+                    wanted: want.describe(),
                 });
             }
             Ok(())

@@ -196,7 +196,7 @@ impl SqliteEngine {
     }
 
     fn prune_requests(&mut self, index: LogIndex) -> Result<(), EngineError> {
-        if index.0 % DEDUP_PRUNE_EVERY != 0 || index.0 < self.options.dedup_window_entries {
+        if !index.0.is_multiple_of(DEDUP_PRUNE_EVERY) || index.0 < self.options.dedup_window_entries {
             return Ok(());
         }
         let horizon = index.0 - self.options.dedup_window_entries;
