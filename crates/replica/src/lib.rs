@@ -84,6 +84,20 @@ pub struct ReplicaConfig {
     pub batch_proposals_max: usize,
     /// Requests waiting on this replica at most; more are refused.
     pub inflight_max: usize,
+    /// Deliberately unsafe behaviour, for proving that the simulator's
+    /// checks catch bugs. Never set outside those tests.
+    #[doc(hidden)]
+    pub broken: Option<Broken>,
+}
+
+/// A deliberately unsafe mode (see [`ReplicaConfig::broken`]).
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Broken {
+    /// Serve `linearizable` reads from local state, without a barrier.
+    ReadsWithoutBarrier,
+    /// Release OmniPaxos' messages before the log is synced.
+    SendBeforeSync,
 }
 
 impl ReplicaConfig {
@@ -101,6 +115,7 @@ impl ReplicaConfig {
             request_timeout_ticks: 500,
             batch_proposals_max: 4096,
             inflight_max: 16_384,
+            broken: None,
         }
     }
 }
@@ -377,18 +392,45 @@ impl<E: SqlEngine, S: LogStorage> Replica<E, S> {
         // 1. Propose.
         self.open_barrier();
         self.propose_queued();
-        // 2. Persist.
-        self.storage.0.borrow_mut().sync()?;
-        // 3. Send.
+        if self.cfg.broken == Some(Broken::SendBeforeSync) {
+            self.release_messages();
+            self.storage.0.borrow_mut().sync()?;
+        } else {
+            // 2. Persist.
+            self.storage.0.borrow_mut().sync()?;
+            // 3. Send.
+            self.release_messages();
+        }
+        // 4. Apply.
+        self.apply_decided()?;
+        Ok(std::mem::take(&mut self.outputs))
+    }
+
+    fn release_messages(&mut self) {
         let mut msgs = Vec::new();
         self.op.take_outgoing_messages(&mut msgs);
         for m in msgs {
             let to = NodeId(m.get_receiver());
             self.send(to, PeerMsg::Paxos(m));
         }
-        // 4. Apply.
-        self.apply_decided()?;
-        Ok(std::mem::take(&mut self.outputs))
+    }
+
+    /// The decided entries in `[from, to)` of this replica's log, for
+    /// checks (log matching) by the simulator.
+    pub fn decided_entries(&self, from: u64, to: u64) -> Vec<Entry> {
+        let to = to.min(self.op.get_decided_idx() as u64);
+        if from >= to {
+            return Vec::new();
+        }
+        self.op
+            .read_entries(from as usize..to as usize)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|e| match e {
+                LogEntry::Decided(e) => Some(e),
+                _ => None,
+            })
+            .collect()
     }
 
     /// The replica's state now.
@@ -523,6 +565,10 @@ impl<E: SqlEngine, S: LogStorage> Replica<E, S> {
                     )),
                 ),
             },
+            ReadLevel::Linearizable if self.cfg.broken == Some(Broken::ReadsWithoutBarrier) => {
+                let r = self.read_now(&stmts);
+                self.reply(token, Ok(r));
+            }
             ReadLevel::Linearizable => self.reads_unbarriered.push(PendingRead {
                 token,
                 stmts,
