@@ -25,14 +25,16 @@
 //! SQLite itself holds `'now'` fixed for the whole statement, so replacing the
 //! clock reading with a literal changes nothing but the source of the value.
 //!
-//! `random()` and `randomblob()` are folded only where SQLite would call them
-//! **once** for the statement: in `INSERT ... VALUES` rows, and in `SELECT`s
-//! without `FROM` (including scalar subqueries, CTEs and `INSERT ... SELECT`
-//! without `FROM`). Where they run once per row (`UPDATE t SET k =
-//! randomblob(16)`, `INSERT ... SELECT random() FROM u`, `ORDER BY random()`,
-//! `RETURNING`, `ON CONFLICT DO UPDATE`), one literal would give every row the
-//! same value (every user the same API key), so they are left as written and the
-//! apply-time safety net below makes them deterministic per row.
+//! `random()` and `randomblob()` are folded only where SQLite calls them
+//! **once** for the statement: in the rows of `INSERT ... VALUES`, and in a
+//! `SELECT` without `FROM` that is not itself inside something evaluated per
+//! row (a top-level query, a CTE, `INSERT ... SELECT random()`, a scalar
+//! subquery in `VALUES`). Where they run once per row (`UPDATE t SET k =
+//! randomblob(16)`, anything in `UPDATE`/`DELETE`, `INSERT ... SELECT random()
+//! FROM u`, `ORDER BY random()`, `RETURNING`, `ON CONFLICT DO UPDATE`), one
+//! literal would give every row the same value (every user the same API key),
+//! so they are left as written and the apply-time safety net below makes them
+//! deterministic per row. When unsure, a call is treated as per row.
 //!
 //! Only the text of the rewritten calls changes: the new statement is the
 //! original text with those byte ranges spliced (positions from sqlparser's
@@ -58,10 +60,14 @@
 //!   `randomblob(`, `CURRENT_TIMESTAMP`/`_DATE`/`_TIME`, or `'now'` next to a
 //!   date function: paxsql cannot rewrite what it cannot parse.
 //!
-//! Allowed: `changes()` and `last_insert_rowid()` (they read the connection's
-//! previous statement, which every replica applied alike: the caller should send
-//! related statements in one log entry), `sqlite_version()` and
-//! `sqlite_source_id()` (every node runs the same binary).
+//! Allowed: `changes()` and `last_insert_rowid()`, and `sqlite_version()` and
+//! `sqlite_source_id()` (every node runs the same binary). The first two read
+//! what the connection's previous statement left, which is the same on every
+//! replica when that statement is in the same log entry (send related
+//! statements in one request). Across entries they are only as deterministic
+//! as the apply side makes them: a replica that restarted or restored a
+//! snapshot has a fresh connection, so the engine should reset them at the
+//! start of each entry.
 //!
 //! [`forbidden`] names statements that cannot be one replicated statement at
 //! all (transaction control, `ATTACH`/`DETACH`, `VACUUM`); [`statement_count`]
@@ -679,7 +685,7 @@ enum Edit {
 /// Walks the AST, rejecting or recording [`Edit`]s.
 struct Planner<'e, 'r> {
     env: &'e mut Env<'r>,
-    /// Invariant: one entry per statement, query and select being visited.
+    /// Invariant: one entry per statement, query, select and ORDER BY being visited.
     contexts: Vec<Context>,
     /// Queries run once although their statement is per row or a definition
     /// (`INSERT ... <source>`, `CREATE TABLE ... AS <query>`); compared by address.
@@ -847,7 +853,8 @@ impl<'e, 'r> Planner<'e, 'r> {
         while remaining > 0 {
             let chunk = (self.env.random)().to_le_bytes();
             for byte in &chunk[..remaining.min(8)] {
-                text.push_str(&format!("{byte:02X}"));
+                text.push(char::from(HEX_DIGITS[usize::from(byte >> 4)]));
+                text.push(char::from(HEX_DIGITS[usize::from(byte & 0xF)]));
             }
             remaining = remaining.saturating_sub(8);
         }
@@ -855,6 +862,8 @@ impl<'e, 'r> Planner<'e, 'r> {
         text
     }
 }
+
+const HEX_DIGITS: &[u8; 16] = b"0123456789ABCDEF";
 
 /// The function's name as the client wrote it, for messages.
 fn display_name(function: &Function) -> String {
@@ -1002,7 +1011,14 @@ fn splice(sql: &str, tokens: &[TokenWithSpan], edits: &[Edit]) -> Result<String,
     let lines = LineIndex::new(sql);
     let mut ranges = edits
         .iter()
-        .map(|edit| byte_range(&lines, tokens, edit))
+        .map(|edit| {
+            byte_range(&lines, tokens, edit).ok_or_else(|| {
+                let at = edit.location();
+                Rejected::Internal {
+                    what: format!("the call at line {}, column {}", at.line, at.column),
+                }
+            })
+        })
         .collect::<Result<Vec<_>, _>>()?;
     ranges.sort_by_key(|(start, end, _)| (*start, *end));
     let mut out = String::with_capacity(sql.len() + 64);
@@ -1010,7 +1026,7 @@ fn splice(sql: &str, tokens: &[TokenWithSpan], edits: &[Edit]) -> Result<String,
     for (start, end, text) in ranges {
         if start < copied {
             return Err(Rejected::Internal {
-                what: format!("overlapping rewrites at byte {start}"),
+                what: format!("two overlapping calls at byte {start}"),
             });
         }
         out.push_str(&sql[copied..start]);
@@ -1022,73 +1038,73 @@ fn splice(sql: &str, tokens: &[TokenWithSpan], edits: &[Edit]) -> Result<String,
 }
 
 /// The byte range an edit replaces, and its new text.
+///
+/// Positions come from sqlparser's spans; each is checked against the token
+/// found there, so a span that does not point at what we expect is an error,
+/// never a rewrite of the wrong bytes.
 fn byte_range<'a>(
     lines: &LineIndex<'_>,
     tokens: &[TokenWithSpan],
     edit: &'a Edit,
-) -> Result<(usize, usize, &'a str), Rejected> {
-    let internal = |what: &str| Rejected::Internal {
-        what: what.to_owned(),
-    };
-    let offset = |at: Location| lines.offset(at).ok_or_else(|| internal("a call"));
+) -> Option<(usize, usize, &'a str)> {
     match edit {
         Edit::Call { name, parens, text } => {
-            let i = token_at(tokens, *name).ok_or_else(|| internal(text))?;
+            let i = token_at(tokens, *name, |t| matches!(t, Token::Word(_)))?;
             let end = if *parens {
-                matching_paren(tokens, i)
-                    .ok_or_else(|| internal(text))?
-                    .1
-                    .span
-                    .end
+                closing_paren(tokens, i)?.span.end
             } else {
                 tokens[i].span.end
             };
-            Ok((offset(*name)?, offset(end)?, text))
+            Some((lines.offset(*name)?, lines.offset(end)?, text))
         }
         Edit::Literal { at, text } => {
-            let i = token_at(tokens, *at).ok_or_else(|| internal("'now'"))?;
-            if !matches!(tokens[i].token, Token::SingleQuotedString(_)) {
-                return Err(internal("'now'"));
-            }
-            Ok((offset(*at)?, offset(tokens[i].span.end)?, text))
+            let i = token_at(tokens, *at, |t| matches!(t, Token::SingleQuotedString(_)))?;
+            Some((lines.offset(*at)?, lines.offset(tokens[i].span.end)?, text))
         }
         Edit::AppendArg { name, text } => {
-            let i = token_at(tokens, *name).ok_or_else(|| internal(text))?;
-            let (_, close) = matching_paren(tokens, i).ok_or_else(|| internal(text))?;
-            let at = offset(close.span.start)?;
-            Ok((at, at, text))
+            let i = token_at(tokens, *name, |t| matches!(t, Token::Word(_)))?;
+            let at = lines.offset(closing_paren(tokens, i)?.span.start)?;
+            Some((at, at, text))
         }
     }
 }
 
-/// The index of the word token starting exactly at `at`.
-fn token_at(tokens: &[TokenWithSpan], at: Location) -> Option<usize> {
-    let i = tokens.binary_search_by_key(&at, |t| t.span.start).ok()?;
-    match tokens[i].token {
-        Token::Word(_) | Token::SingleQuotedString(_) => Some(i),
-        _ => None,
+impl Edit {
+    fn location(&self) -> Location {
+        match self {
+            Edit::Call { name, .. } | Edit::AppendArg { name, .. } => *name,
+            Edit::Literal { at, .. } => *at,
+        }
     }
 }
 
-/// The `(` after the name token at `name` and its matching `)`.
-fn matching_paren(tokens: &[TokenWithSpan], name: usize) -> Option<(usize, &TokenWithSpan)> {
+/// The index of the token starting exactly at `at`, if it is of the expected kind.
+fn token_at(
+    tokens: &[TokenWithSpan],
+    at: Location,
+    kind: impl Fn(&Token) -> bool,
+) -> Option<usize> {
+    let i = tokens.binary_search_by_key(&at, |t| t.span.start).ok()?;
+    kind(&tokens[i].token).then_some(i)
+}
+
+/// The `)` matching the `(` that follows the name token at index `name`.
+fn closing_paren(tokens: &[TokenWithSpan], name: usize) -> Option<&TokenWithSpan> {
     let mut rest = tokens
         .iter()
-        .enumerate()
         .skip(name + 1)
-        .filter(|(_, t)| !matches!(t.token, Token::Whitespace(_)));
-    let (open, first) = rest.next()?;
-    if first.token != Token::LParen {
+        .filter(|t| !matches!(t.token, Token::Whitespace(_)));
+    if rest.next()?.token != Token::LParen {
         return None;
     }
     let mut depth = 1usize;
-    for (_, token) in rest {
+    for token in rest {
         match token.token {
             Token::LParen => depth += 1,
             Token::RParen => {
                 depth -= 1;
                 if depth == 0 {
-                    return Some((open, token));
+                    return Some(token);
                 }
             }
             _ => {}
@@ -1564,6 +1580,27 @@ mod tests {
     }
 
     #[test]
+    fn quoted_names_and_comments_inside_calls_are_handled() {
+        let sql =
+            "SELECT \"random\"(), random /* why */ ( ), datetime ( -- now\n 'now' ), date(('now'))";
+        db().prepare(sql).unwrap();
+        let out = rewrite(sql).unwrap();
+        assert_eq!(
+            out,
+            format!("SELECT (1), (2), datetime ( -- now\n '{NOW}' ), date(('{NOW}'))")
+        );
+        assert_eq!(
+            rows(&db(), &out),
+            vec![vec![
+                SqlValue::Integer(1),
+                SqlValue::Integer(2),
+                text("2023-11-14 22:13:20"),
+                text("2023-11-14")
+            ]]
+        );
+    }
+
+    #[test]
     fn nested_calls_are_rewritten_inside_out() {
         let out = rewrite(
             "INSERT INTO t(a, b, c) VALUES (abs(random()) % 10, hex(randomblob(2)), \
@@ -1624,8 +1661,8 @@ mod tests {
             "INSERT INTO t(a, b) VALUES (1, CURRENT_TIMESTAMP), (2, random())",
             "INSERT OR REPLACE INTO t(a, b) VALUES (1, datetime('now', '+1 hour'))",
             "REPLACE INTO t(a, b) VALUES (2, randomblob(3))",
-            "INSERT INTO t(a, b) VALUES (3, 0) ON CONFLICT(a) DO UPDATE SET b = CURRENT_TIME",
-            "INSERT INTO t(a, b) VALUES (3, 0) ON CONFLICT(a) DO UPDATE SET c = date('now')",
+            "INSERT INTO t(a, b) VALUES (3, date('now')) ON CONFLICT(a) DO UPDATE SET c = 0",
+            "INSERT INTO t(a, b) VALUES (3, 0) ON CONFLICT(a) DO UPDATE SET c = CURRENT_TIME",
             "INSERT OR IGNORE INTO t(a, b) SELECT x + 10, julianday('now') FROM u",
             "UPDATE t SET c = unixepoch() WHERE a = 1",
             "UPDATE OR IGNORE t SET c = strftime('%Y', 'now') WHERE a = 2",
@@ -1658,7 +1695,7 @@ mod tests {
                     SqlValue::Blob(vec![1, 0, 0]),
                     text("2023")
                 ],
-                vec![SqlValue::Integer(3), text("22:13:20"), text("2023-11-14")],
+                vec![SqlValue::Integer(3), text("2023-11-14"), text("22:13:20")],
                 vec![SqlValue::Integer(20), text("2023-11-14"), SqlValue::Null],
                 vec![SqlValue::Integer(21), text("2023-11-14"), SqlValue::Null],
             ]

@@ -9,7 +9,7 @@
 //! Determinism comes in two layers. [`determinism`] rewrites `random()`,
 //! `CURRENT_TIMESTAMP` and friends to literals before a statement enters the
 //! log. At apply time the engine additionally pins the clock and the random
-//! sequence SQLite sees to values carried in the entry ([`ApplyEnv`]), which
+//! sequence SQLite sees to values carried in the entry ([`paxsql_types::ApplyEnv`]), which
 //! covers what a rewrite cannot reach: column DEFAULTs, triggers, and SQL the
 //! parser does not understand.
 

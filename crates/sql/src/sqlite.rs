@@ -167,6 +167,11 @@ impl SqliteEngine {
     fn run_write(&mut self, w: &WriteRequest) -> Result<Vec<StmtResult>, EngineError> {
         seed(&self.rng, w.env);
         let _clock = vfs::pin_clock(w.env.unix_ms);
+        // last_insert_rowid() lives in the connection, not the database: a
+        // replica that restarted would report another value. Start every
+        // request from 0 so that results are equal on every replica.
+        // SAFETY: the handle is this open connection's, used on its thread.
+        unsafe { rusqlite::ffi::sqlite3_set_last_insert_rowid(self.write.handle(), 0) };
         self.write
             .execute_batch("SAVEPOINT paxsql_request")
             .map_err(storage)?;
@@ -196,7 +201,8 @@ impl SqliteEngine {
     }
 
     fn prune_requests(&mut self, index: LogIndex) -> Result<(), EngineError> {
-        if !index.0.is_multiple_of(DEDUP_PRUNE_EVERY) || index.0 < self.options.dedup_window_entries {
+        if !index.0.is_multiple_of(DEDUP_PRUNE_EVERY) || index.0 < self.options.dedup_window_entries
+        {
             return Ok(());
         }
         let horizon = index.0 - self.options.dedup_window_entries;
@@ -514,10 +520,37 @@ fn install_authorizer(conn: &mut Connection, guard: &Arc<AtomicBool>) -> rusqlit
     }))
 }
 
+/// Pragmas that take an argument only to say what to report on.
+const REPORTING_PRAGMAS: &[&str] = &[
+    "table_info",
+    "table_xinfo",
+    "table_list",
+    "index_list",
+    "index_info",
+    "index_xinfo",
+    "foreign_key_list",
+    "foreign_key_check",
+    "integrity_check",
+    "quick_check",
+    "pragma_list",
+    "function_list",
+    "collation_list",
+    "module_list",
+    "database_list",
+];
+
 fn authorize_user(ctx: &AuthContext<'_>) -> Authorization {
     use AuthAction as A;
     let internal = |name: &str| name.starts_with("_paxsql_");
     match ctx.action {
+        // A pragma with a value changes the connection or the file outside
+        // the log (and would be lost on restart): only reporting ones pass.
+        A::Pragma {
+            pragma_name,
+            pragma_value: Some(_),
+        } if !REPORTING_PRAGMAS.contains(&pragma_name.to_ascii_lowercase().as_str()) => {
+            Authorization::Deny
+        }
         A::Transaction { .. } | A::Savepoint { .. } | A::Attach { .. } | A::Detach { .. } => {
             Authorization::Deny
         }

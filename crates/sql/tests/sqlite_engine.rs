@@ -290,3 +290,51 @@ fn barriers_pass_through_in_order() {
     assert_eq!(out[0], Applied::Barrier(b));
     assert_eq!(e.applied_index(), LogIndex(1));
 }
+
+#[test]
+fn pragmas_that_change_the_connection_are_refused_and_reporting_ones_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut e = engine(&dir, "a.db");
+    let out = apply(
+        &mut e,
+        vec![write(
+            "p",
+            &[
+                "CREATE TABLE t (v)",
+                "PRAGMA foreign_keys=OFF",
+                "PRAGMA table_info(t)",
+            ],
+            false,
+        )],
+    );
+    let r = results(&out[0]);
+    assert!(
+        matches!(&r[1], StmtResult::Error(m) if m.contains("not authorized")),
+        "{r:?}"
+    );
+    assert!(
+        matches!(&r[2], StmtResult::Rows { values, .. } if values.len() == 1),
+        "{r:?}"
+    );
+    let q = e.query(&[Statement::new("PRAGMA query_only=0")]);
+    assert!(matches!(&q[0], StmtResult::Error(_)), "{q:?}");
+}
+
+#[test]
+fn last_insert_id_does_not_depend_on_what_the_connection_did_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = engine(&dir, "a.db");
+    apply(
+        &mut a,
+        vec![write(
+            "1",
+            &["CREATE TABLE t (v)", "INSERT INTO t VALUES (1)"],
+            false,
+        )],
+    );
+    let before = apply(&mut a, vec![write("2", &["CREATE TABLE u (v)"], false)]);
+    drop(a);
+    let mut a = engine(&dir, "a.db");
+    let after = apply(&mut a, vec![write("3", &["CREATE TABLE w (v)"], false)]);
+    assert_eq!(results(&before[0]), results(&after[0]));
+}
