@@ -26,7 +26,8 @@ use crate::{
 pub struct LogOptions {
     /// Never rewrite a file smaller than this.
     pub compact_min_bytes: u64,
-    /// Rewrite once the file is this many times larger than its checkpoint. At least 2.
+    /// Rewrite once the file is this many times larger than its checkpoint. At least 2
+    /// (opening panics otherwise: below that, every sync could rewrite the whole file).
     pub compact_ratio: u64,
 }
 
@@ -100,7 +101,10 @@ where
     /// An empty file (or one holding only part of a header) becomes a new log. A file that
     /// is not a paxsql log, or is one of another format version, is refused untouched.
     pub fn open_with_options(mut file: F, options: LogOptions) -> Result<Self, LogError> {
-        assert!(options.compact_ratio >= 2, "compact_ratio must be at least 2");
+        assert!(
+            options.compact_ratio >= 2,
+            "compact_ratio must be at least 2"
+        );
         let bytes = file.read_all()?;
         let mut mirror = MemoryStorage::new();
         let file_len = match format::read_file_header(&bytes)? {
@@ -136,6 +140,7 @@ where
         if !self.dirty {
             return Ok(());
         }
+        // Poisoned until this sync and any rewrite succeed: every `?` below leaves it set.
         self.poisoned = true;
         self.file.sync()?;
         self.dirty = false;

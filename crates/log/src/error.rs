@@ -54,7 +54,9 @@ pub enum LogError {
 
     /// `append_on_prefix` asked to start below the trimmed prefix, where the log no longer
     /// knows what to truncate.
-    #[error("append_on_prefix from index {from_idx} is below the trimmed prefix ending at {log_start}")]
+    #[error(
+        "append_on_prefix from index {from_idx} is below the trimmed prefix ending at {log_start}"
+    )]
     PrefixTrimmed {
         /// The requested start index.
         from_idx: usize,
@@ -64,7 +66,9 @@ pub enum LogError {
 
     /// `append_on_prefix` asked to append entries beyond the end of the log, which would leave
     /// a hole in it.
-    #[error("append_on_prefix from index {from_idx} would leave a gap after the log end {log_end}")]
+    #[error(
+        "append_on_prefix from index {from_idx} would leave a gap after the log end {log_end}"
+    )]
     Gap {
         /// The requested start index.
         from_idx: usize,

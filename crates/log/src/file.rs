@@ -28,6 +28,28 @@ pub trait LogFile {
     fn replace(&mut self, bytes: &[u8]) -> io::Result<()>;
 }
 
+impl<F: LogFile + ?Sized> LogFile for Box<F> {
+    fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
+        (**self).append(bytes)
+    }
+
+    fn sync(&mut self) -> io::Result<()> {
+        (**self).sync()
+    }
+
+    fn read_all(&mut self) -> io::Result<Vec<u8>> {
+        (**self).read_all()
+    }
+
+    fn truncate(&mut self, len: u64) -> io::Result<()> {
+        (**self).truncate(len)
+    }
+
+    fn replace(&mut self, bytes: &[u8]) -> io::Result<()> {
+        (**self).replace(bytes)
+    }
+}
+
 /// Appends are gathered in memory up to this size before reaching the kernel; a group commit
 /// of small records then costs one `write` and one `fdatasync`.
 const WRITE_BUFFER_BYTES: usize = 64 << 10;

@@ -162,7 +162,10 @@ mod tests {
         for n in 0..64 {
             let zeros = vec![0u8; n];
             let frame = read_record(&zeros, 0);
-            assert!(n == 0 || matches!(frame, Frame::Damaged(_)), "{n} zeros: {frame:?}");
+            assert!(
+                n == 0 || matches!(frame, Frame::Damaged(_)),
+                "{n} zeros: {frame:?}"
+            );
         }
     }
 
@@ -187,10 +190,7 @@ mod tests {
             read_file_header(b"SQLite format 3\0"),
             Err(LogError::NotAPaxsqlLog { .. })
         ));
-        assert!(matches!(
-            read_file_header(b"PAX"),
-            Ok(Header::Missing)
-        ));
+        assert!(matches!(read_file_header(b"PAX"), Ok(Header::Missing)));
         assert!(matches!(
             read_file_header(b"PAXSQLOG\x02\0\0\0"),
             Err(LogError::UnsupportedVersion { found: 2, .. })

@@ -12,8 +12,8 @@ use paxsql_log::{
         conformance::{entries, observe, Workload},
         CrashFile, TestRng,
     },
-    DurableStorage, LogError, LogOptions, MemoryStorage, OsLogFile, FILE_HEADER_LEN, FORMAT_VERSION,
-    MAGIC,
+    DurableStorage, LogError, LogOptions, MemoryStorage, OsLogFile, FILE_HEADER_LEN,
+    FORMAT_VERSION, MAGIC,
 };
 
 type Log<T = TestEntry> = DurableStorage<T, CrashFile>;
@@ -224,7 +224,11 @@ fn a_partial_header_starts_a_new_log() {
     let log: Log = open(&disk);
     assert_eq!(log.memory(), &MemoryStorage::new());
     assert_eq!(disk.content().len(), FILE_HEADER_LEN);
-    assert_eq!(disk.synced_len(), FILE_HEADER_LEN, "the new header is synced at open");
+    assert_eq!(
+        disk.synced_len(),
+        FILE_HEADER_LEN,
+        "the new header is synced at open"
+    );
 }
 
 #[test]
@@ -236,7 +240,11 @@ fn records_are_not_durable_until_sync() {
     drop(log);
     disk.crash(0);
     let mut log: Log = open(&disk);
-    assert_eq!(log.get_log_len().unwrap(), 0, "an unsynced record survived a crash");
+    assert_eq!(
+        log.get_log_len().unwrap(),
+        0,
+        "an unsynced record survived a crash"
+    );
     log.append_entry(TestEntry::new(1)).unwrap();
     log.sync().unwrap();
     assert!(!log.needs_sync());
@@ -272,7 +280,11 @@ fn a_crash_keeps_the_synced_state_or_later_whole_records() {
                 }
             }
             let unsynced = disk.unsynced_len();
-            let keep = if rng.chance(30) { unsynced } else { rng.between(0, unsynced) };
+            let keep = if rng.chance(30) {
+                unsynced
+            } else {
+                rng.between(0, unsynced)
+            };
             drop(log);
             disk.crash(keep);
             log = DurableStorage::open_with_options(disk.clone(), eager_compaction()).unwrap();
@@ -285,7 +297,11 @@ fn a_crash_keeps_the_synced_state_or_later_whole_records() {
                 assert_eq!(log.memory(), &states[0], "{at}: unsynced records survived");
             }
             if keep == unsynced {
-                assert_eq!(log.memory(), states.last().unwrap(), "{at}: records were lost");
+                assert_eq!(
+                    log.memory(),
+                    states.last().unwrap(),
+                    "{at}: records were lost"
+                );
             }
             workload = Workload::resume(rng.next_u64(), observe(&log));
         }
@@ -310,7 +326,8 @@ fn compaction_keeps_the_state_and_bounds_the_file() {
             payload: vec![i as u8; 16],
         })
         .unwrap();
-        log.set_accepted_round(Ballot::with(1, i as u32, 0, 1)).unwrap();
+        log.set_accepted_round(Ballot::with(1, i as u32, 0, 1))
+            .unwrap();
         log.set_decided_idx(i as usize + 1).unwrap();
         if let Some(keep_from) = (i as usize).checked_sub(50) {
             log.trim(keep_from).unwrap();
@@ -344,7 +361,10 @@ fn a_failed_append_changes_nothing_and_poisons_the_log() {
     assert_eq!(log.memory(), &before);
     disk.fail_appends_after(None);
     let err = log.set_decided_idx(1).unwrap_err();
-    assert!(matches!(log_error(err.as_ref()), LogError::Poisoned), "{err}");
+    assert!(
+        matches!(log_error(err.as_ref()), LogError::Poisoned),
+        "{err}"
+    );
     assert!(log.sync().is_err());
     drop(log);
     disk.crash(usize::MAX); // the partial record reaches the disk

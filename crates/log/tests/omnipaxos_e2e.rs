@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 use common::TestEntry;
 use omnipaxos::{
-    messages::Message, storage::Storage, util::LogEntry, ClusterConfig, OmniPaxos,
-    OmniPaxosConfig, ServerConfig,
+    messages::Message, storage::Storage, util::LogEntry, ClusterConfig, OmniPaxos, OmniPaxosConfig,
+    ServerConfig,
 };
 use paxsql_log::{DurableStorage, OsLogFile, SharedStorage};
 
@@ -66,7 +66,10 @@ fn round(replicas: &mut [Replica], tick: bool) {
     }
     for msg in outbox {
         let to = msg.get_receiver();
-        let r = replicas.iter_mut().find(|r| r.paxos.get_pid() == to).unwrap();
+        let r = replicas
+            .iter_mut()
+            .find(|r| r.paxos.get_pid() == to)
+            .unwrap();
         r.paxos.handle_incoming(msg);
     }
 }
@@ -131,13 +134,22 @@ fn three_replicas_decide_100_entries_that_survive_a_restart() {
     });
     let expected: Vec<u64> = (0..ENTRIES).collect();
     for r in &replicas {
-        assert_eq!(decided_ids(&r.paxos), expected, "replica {}", r.paxos.get_pid());
+        assert_eq!(
+            decided_ids(&r.paxos),
+            expected,
+            "replica {}",
+            r.paxos.get_pid()
+        );
     }
 
     drop(replicas);
     for pid in PIDS {
         let storage = open_storage(dir.path(), pid);
-        assert_eq!(storage.get_decided_idx().unwrap(), ENTRIES as usize, "replica {pid}");
+        assert_eq!(
+            storage.get_decided_idx().unwrap(),
+            ENTRIES as usize,
+            "replica {pid}"
+        );
         let ids: Vec<u64> = storage
             .get_entries(0, ENTRIES as usize)
             .unwrap()

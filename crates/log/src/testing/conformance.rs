@@ -46,9 +46,14 @@ pub fn observe<T: ConformanceEntry, S: Storage<T>>(s: &S) -> Observed<T> {
     let compacted_idx = s.get_compacted_idx().unwrap();
     let log_len = s.get_log_len().unwrap();
     let entries = s.get_suffix(compacted_idx).unwrap();
-    assert_eq!(entries.len(), log_len, "get_suffix(compacted) vs get_log_len");
     assert_eq!(
-        s.get_entries(compacted_idx, compacted_idx + log_len).unwrap(),
+        entries.len(),
+        log_len,
+        "get_suffix(compacted) vs get_log_len"
+    );
+    assert_eq!(
+        s.get_entries(compacted_idx, compacted_idx + log_len)
+            .unwrap(),
         entries,
         "get_entries over the whole log vs get_suffix"
     );
@@ -130,7 +135,10 @@ pub fn reads_not_fully_available_are_empty<T: ConformanceEntry, S: Storage<T>>(
 ) {
     let mut s = factory();
     s.append_entries(entries(0..5)).unwrap();
-    assert!(s.get_entries(3, 6).unwrap().is_empty(), "range past the end");
+    assert!(
+        s.get_entries(3, 6).unwrap().is_empty(),
+        "range past the end"
+    );
     assert!(s.get_entries(5, 6).unwrap().is_empty());
     assert!(s.get_entries(2, 2).unwrap().is_empty());
     assert!(s.get_suffix(5).unwrap().is_empty());
@@ -149,9 +157,17 @@ pub fn append_on_prefix_truncates_then_appends<T: ConformanceEntry, S: Storage<T
     assert_eq!(s.get_entries(0, 5).unwrap(), expected);
     s.append_on_prefix(5, entries(12..13)).unwrap();
     expected.extend(entries(12..13));
-    assert_eq!(s.get_suffix(0).unwrap(), expected, "at the end it is an append");
+    assert_eq!(
+        s.get_suffix(0).unwrap(),
+        expected,
+        "at the end it is an append"
+    );
     s.append_on_prefix(6, vec![]).unwrap();
-    assert_eq!(s.get_log_len().unwrap(), 6, "empty suffix at the end changes nothing");
+    assert_eq!(
+        s.get_log_len().unwrap(),
+        6,
+        "empty suffix at the end changes nothing"
+    );
     s.append_on_prefix(0, entries(20..21)).unwrap();
     assert_eq!(s.get_suffix(0).unwrap(), entries::<T>(20..21));
 }
@@ -175,7 +191,11 @@ pub fn metadata_round_trips<T: ConformanceEntry, S: Storage<T>>(factory: &impl F
     assert!(s.get_snapshot().unwrap() == Some(T::sample_snapshot(5)));
     s.set_snapshot(None).unwrap();
     assert!(s.get_snapshot().unwrap().is_none());
-    assert_eq!(s.get_entries(0, 4).unwrap(), entries::<T>(0..4), "log untouched");
+    assert_eq!(
+        s.get_entries(0, 4).unwrap(),
+        entries::<T>(0..4),
+        "log untouched"
+    );
 }
 
 /// After a trim, indices stay absolute and the trimmed prefix reads as unavailable.
@@ -184,10 +204,17 @@ pub fn trim_keeps_absolute_indices<T: ConformanceEntry, S: Storage<T>>(factory: 
     s.append_entries(entries(0..10)).unwrap();
     s.trim(4).unwrap();
     s.set_compacted_idx(4).unwrap();
-    assert_eq!(s.get_log_len().unwrap(), 6, "log length excludes trimmed entries");
+    assert_eq!(
+        s.get_log_len().unwrap(),
+        6,
+        "log length excludes trimmed entries"
+    );
     assert_eq!(s.get_compacted_idx().unwrap(), 4);
     assert_eq!(s.get_entries(4, 6).unwrap(), entries::<T>(4..6));
-    assert!(s.get_entries(3, 5).unwrap().is_empty(), "reaches into the trimmed prefix");
+    assert!(
+        s.get_entries(3, 5).unwrap().is_empty(),
+        "reaches into the trimmed prefix"
+    );
     assert_eq!(s.get_suffix(7).unwrap(), entries::<T>(7..10));
     assert!(s.get_suffix(2).unwrap().is_empty());
     s.append_on_prefix(7, entries(20..21)).unwrap();
@@ -465,7 +492,7 @@ impl<T: ConformanceEntry> Workload<T> {
                 Change::AppendOnPrefix(from, self.fresh(4))
             }
             55..=62 => Change::TrimTo(self.rng.between(start + 1, end + 3)),
-            55..=72 => Change::DecidedIdx(self.rng.between(0, end)),
+            63..=72 => Change::DecidedIdx(self.rng.between(0, end)),
             73..=80 => Change::Promise(ballot(round, pid)),
             81..=88 => Change::AcceptedRound(ballot(round, pid)),
             89..=94 => Change::Stopsign(self.rng.chance(70).then_some(round + 2)),
@@ -477,7 +504,9 @@ impl<T: ConformanceEntry> Workload<T> {
         let e = &mut self.expected;
         match change {
             Change::AppendEntry(n) => self.slots.push(Some(T::from_seq(*n))),
-            Change::AppendEntries(ns) => self.slots.extend(ns.iter().map(|n| Some(T::from_seq(*n)))),
+            Change::AppendEntries(ns) => {
+                self.slots.extend(ns.iter().map(|n| Some(T::from_seq(*n))))
+            }
             Change::AppendOnPrefix(from, ns) => {
                 self.slots.truncate(*from);
                 self.slots.extend(ns.iter().map(|n| Some(T::from_seq(*n))));

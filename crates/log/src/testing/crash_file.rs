@@ -98,7 +98,10 @@ impl LogFile for CrashFile {
             *budget -= fits;
         }
         if fits < bytes.len() {
-            return Err(io::Error::new(io::ErrorKind::StorageFull, "CrashFile: injected short write"));
+            return Err(io::Error::new(
+                io::ErrorKind::StorageFull,
+                "CrashFile: injected short write",
+            ));
         }
         Ok(())
     }

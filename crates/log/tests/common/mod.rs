@@ -68,6 +68,9 @@ impl ConformanceEntry for SnapEntry {
     }
 
     fn sample_snapshot(n: u64) -> SumSnapshot {
-        SumSnapshot { sum: n * 7, count: n }
+        SumSnapshot {
+            sum: n * 7,
+            count: n,
+        }
     }
 }
