@@ -50,6 +50,14 @@ impl ApiError {
         )
     }
 
+    pub(crate) fn missing(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::NOT_FOUND, message)
+    }
+
+    pub(crate) fn internal(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message)
+    }
+
     pub(crate) fn method_not_allowed(allowed: &str) -> Self {
         ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,

@@ -162,7 +162,7 @@ async fn read_statements(
 
 /// The whole body, refused early when its declared length is too large and
 /// cut off as soon as it grows too large otherwise.
-async fn read_body(
+pub(crate) async fn read_body(
     body: Body,
     headers: &HeaderMap,
     body_bytes_max: usize,

@@ -124,6 +124,7 @@ mod db;
 mod error;
 mod flags;
 mod handlers;
+mod kv;
 mod render;
 mod statements;
 
@@ -191,6 +192,17 @@ pub fn router<D: Db>(db: D, limits: Limits) -> Router {
         .route(
             "/readyz",
             get(handlers::readyz::<D>).fallback(wrong_method("GET")),
+        )
+        .route(
+            "/kv",
+            get(kv::list::<D>).fallback(wrong_method("GET")),
+        )
+        .route(
+            "/kv/{*key}",
+            get(kv::get_one::<D>)
+                .put(kv::put::<D>)
+                .delete(kv::delete::<D>)
+                .fallback(wrong_method("GET, PUT or DELETE")),
         )
         .fallback(handlers::not_found)
         .layer(from_fn_with_state(request_timeout, handlers::time_limit))

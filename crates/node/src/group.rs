@@ -43,6 +43,9 @@ pub(crate) enum GroupInput {
     Connected(NodeId),
 }
 
+/// How often the group's gauges are refreshed.
+const METRICS_EVERY: Duration = Duration::from_millis(250);
+
 /// Inputs handled between two polls at most, so ticks stay on time.
 const INPUTS_PER_POLL_MAX: usize = 4096;
 
@@ -61,6 +64,7 @@ impl<E: SqlEngine, S: LogStorage> GroupLoop<E, S> {
         let mut waiting: HashMap<u64, ReplyTx> = HashMap::new();
         let mut next_token: u64 = 0;
         let mut next_tick = Instant::now() + self.tick;
+        let mut next_metrics = Instant::now();
         loop {
             let timeout = next_tick.saturating_duration_since(Instant::now());
             let first = match self.inputs.recv_timeout(timeout) {
@@ -109,7 +113,12 @@ impl<E: SqlEngine, S: LogStorage> GroupLoop<E, S> {
                     }
                 }
             }
-            *self.status.lock().expect("status lock") = self.replica.status();
+            let status = self.replica.status();
+            if now >= next_metrics {
+                crate::metrics::record_group(&status);
+                next_metrics = now + METRICS_EVERY;
+            }
+            *self.status.lock().expect("status lock") = status;
         }
     }
 }

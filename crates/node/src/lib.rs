@@ -8,6 +8,7 @@
 
 mod datadir;
 mod group;
+mod metrics;
 mod transport;
 
 pub use datadir::DataDirError;
@@ -237,6 +238,10 @@ fn initial_status(node: NodeId, group: GroupId) -> ReplicaStatus {
         applied: LogIndex(0),
         accepted: LogIndex(0),
         inflight: 0,
+        leader_changes: 0,
+        proposals: 0,
+        entries_proposed: 0,
+        log_bytes: 0,
     }
 }
 
@@ -337,7 +342,10 @@ impl NodeHandle {
             transaction,
             env,
         };
-        self.call(group, req).await
+        let started = std::time::Instant::now();
+        let result = self.call(group, req).await;
+        metrics::record_request("write", "-", &result, started.elapsed());
+        result
     }
 
     /// Runs read-only statements at a level.
@@ -350,7 +358,10 @@ impl NodeHandle {
             return Err(RequestError::BadRequest("no statements given".into()));
         }
         let group = self.group_for(&stmts);
-        self.call(group, ClientRequest::Read { stmts, level }).await
+        let started = std::time::Instant::now();
+        let result = self.call(group, ClientRequest::Read { stmts, level }).await;
+        metrics::record_request("read", level.as_str(), &result, started.elapsed());
+        result
     }
 
     /// Reads when every statement only reads, writes otherwise.

@@ -219,10 +219,12 @@ impl Dialer {
                     drain(&mut rx);
                     self.reset.store(false, Ordering::Relaxed);
                     self.connected.store(true, Ordering::Relaxed);
+                    crate::metrics::record_peer(self.peer, true);
                     tracing::info!(peer = self.peer.0, addr = %self.addr, "peer link up");
                     self.inbox.session_started(self.peer);
                     let why = self.pump(framed, &mut rx).await;
                     self.connected.store(false, Ordering::Relaxed);
+                    crate::metrics::record_peer(self.peer, false);
                     tracing::info!(peer = self.peer.0, reason = %why, "peer link down");
                 }
                 Err(e) => {

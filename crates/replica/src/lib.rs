@@ -56,7 +56,7 @@ use paxsql_types::{
     RequestId, Response, Statement, StmtResult, WriteRequest,
 };
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 /// Names a client waiting on this replica; chosen by the owner.
 pub type ClientToken = u64;
@@ -96,7 +96,8 @@ pub struct ReplicaConfig {
 pub enum Broken {
     /// Serve `linearizable` reads from local state, without a barrier.
     ReadsWithoutBarrier,
-    /// Release OmniPaxos' messages before the log is synced.
+    /// Release OmniPaxos' messages before the log is synced: they leave at
+    /// once, and the log is synced only every `election_ticks` ticks.
     SendBeforeSync,
 }
 
@@ -232,6 +233,15 @@ pub struct ReplicaStatus {
     pub accepted: LogIndex,
     /// Clients waiting.
     pub inflight: usize,
+    /// Leader changes seen since start.
+    pub leader_changes: u64,
+    /// Proposals (writes and barriers) put into log entries since start.
+    pub proposals: u64,
+    /// Log entries this node proposed (or forwarded) since start; with
+    /// `proposals` it gives the mean batch size.
+    pub entries_proposed: u64,
+    /// Bytes the log occupies on disk.
+    pub log_bytes: u64,
 }
 
 struct PendingWrite {
@@ -264,19 +274,23 @@ pub struct Replica<E: SqlEngine, S: LogStorage> {
     now: u64,
     /// Proposals to make at the next poll.
     queue: Vec<Proposal>,
-    writes: HashMap<RequestId, PendingWrite>,
+    /// Ordered maps, not hash maps: retries and timeouts walk them, and the
+    /// simulator needs the same walk on every run of a seed.
+    writes: BTreeMap<RequestId, PendingWrite>,
     /// Linearizable reads that arrived since the last barrier was proposed.
     reads_unbarriered: Vec<PendingRead>,
     /// Barriers proposed and not yet applied, by sequence number.
     barriers: BTreeMap<u64, PendingBarrier>,
     next_barrier_seq: u64,
     /// `leader` reads forwarded to the leader, by id.
-    leader_reads: HashMap<u64, (ClientToken, u64)>,
+    leader_reads: BTreeMap<u64, (ClientToken, u64)>,
     next_leader_read: u64,
     outputs: Vec<Output>,
     last_leader: Option<NodeId>,
     /// Counts leader changes seen, for metrics.
     leader_changes: u64,
+    proposals: u64,
+    entries_proposed: u64,
 }
 
 impl<E: SqlEngine, S: LogStorage> std::fmt::Debug for Replica<E, S> {
@@ -313,15 +327,17 @@ impl<E: SqlEngine, S: LogStorage> Replica<E, S> {
             engine,
             now: 0,
             queue: Vec::new(),
-            writes: HashMap::new(),
+            writes: BTreeMap::new(),
             reads_unbarriered: Vec::new(),
             barriers: BTreeMap::new(),
             next_barrier_seq: 0,
-            leader_reads: HashMap::new(),
+            leader_reads: BTreeMap::new(),
             next_leader_read: 0,
             outputs: Vec::new(),
             last_leader: None,
             leader_changes: 0,
+            proposals: 0,
+            entries_proposed: 0,
         })
     }
 
@@ -393,8 +409,14 @@ impl<E: SqlEngine, S: LogStorage> Replica<E, S> {
         self.open_barrier();
         self.propose_queued();
         if self.cfg.broken == Some(Broken::SendBeforeSync) {
+            // Deliberately wrong: messages leave at once and the log is
+            // synced only every `election_ticks` ticks, like a disk flushed
+            // on a timer. (Syncing later in this same call would change
+            // nothing an owner can see: outputs leave only when it returns.)
             self.release_messages();
-            self.storage.0.borrow_mut().sync()?;
+            if self.now % self.cfg.election_ticks.max(1) == 0 {
+                self.storage.0.borrow_mut().sync()?;
+            }
         } else {
             // 2. Persist.
             self.storage.0.borrow_mut().sync()?;
@@ -452,6 +474,10 @@ impl<E: SqlEngine, S: LogStorage> Replica<E, S> {
             applied: self.engine.applied_index(),
             accepted: LogIndex(self.op.get_accepted_idx() as u64),
             inflight: self.inflight(),
+            leader_changes: self.leader_changes,
+            proposals: self.proposals,
+            entries_proposed: self.entries_proposed,
+            log_bytes: self.log_bytes(),
         }
     }
 
@@ -621,6 +647,8 @@ impl<E: SqlEngine, S: LogStorage> Replica<E, S> {
         };
         let queue = std::mem::take(&mut self.queue);
         for chunk in queue.chunks(self.cfg.batch_proposals_max) {
+            self.proposals += chunk.len() as u64;
+            self.entries_proposed += 1;
             if leader == self.cfg.node {
                 self.append(chunk.to_vec());
             } else {

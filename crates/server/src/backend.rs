@@ -1,12 +1,16 @@
 //! Wires the HTTP API to the node: [`paxsql_http::Db`] over a
 //! [`NodeHandle`], plus the fault switch for tests.
 
-use axum::extract::State;
-use axum::routing::post;
+use axum::extract::{Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response as HttpResponse};
+use axum::routing::{get, post};
 use axum::{Json, Router};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use paxsql_http::{Db, Limits, WriteOptions};
 use paxsql_node::NodeHandle;
 use paxsql_types::{ReadLevel, RequestError, Response, Statement};
+use std::time::Instant;
 
 /// The node as the HTTP API sees it.
 #[derive(Clone, Debug)]
@@ -54,15 +58,72 @@ impl Db for Backend {
 }
 
 /// The node's whole HTTP surface.
-pub fn app(node: NodeHandle, fault_injection: bool) -> Router {
+pub fn app(node: NodeHandle, fault_injection: bool, metrics: PrometheusHandle) -> Router {
     let api = paxsql_http::router(Backend(node.clone()), Limits::default());
-    if !fault_injection {
-        return api;
+    let scrape = Router::new()
+        .route("/metrics", get(render_metrics))
+        .with_state(metrics);
+    let mut app = scrape.merge(api);
+    if fault_injection {
+        let debug = Router::new()
+            .route("/debug/isolate", post(isolate))
+            .with_state(node);
+        app = debug.merge(app);
     }
-    let debug = Router::new()
-        .route("/debug/isolate", post(isolate))
-        .with_state(node);
-    debug.merge(api)
+    app.layer(middleware::from_fn(count_requests))
+}
+
+/// Installs the Prometheus recorder (once per process).
+pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
+    const LATENCY_BUCKETS: &[f64] = &[
+        0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0,
+    ];
+    PrometheusBuilder::new()
+        .set_buckets(LATENCY_BUCKETS)?
+        .install_recorder()
+        .map_err(|e| anyhow::anyhow!("installing the metrics recorder: {e}"))
+}
+
+/// `GET /metrics`: Prometheus text format.
+async fn render_metrics(State(handle): State<PrometheusHandle>) -> impl IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        handle.render(),
+    )
+}
+
+/// Counts HTTP requests by endpoint and status, and times them.
+async fn count_requests(req: Request, next: Next) -> HttpResponse {
+    let endpoint = endpoint_label(req.uri().path());
+    let started = Instant::now();
+    let response = next.run(req).await;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!("paxsql_http_requests_total", "endpoint" => endpoint, "status" => status)
+        .increment(1);
+    metrics::histogram!("paxsql_http_request_duration_seconds", "endpoint" => endpoint)
+        .record(started.elapsed().as_secs_f64());
+    response
+}
+
+/// A bounded set of endpoint labels (keys and unknown paths folded).
+fn endpoint_label(path: &str) -> &'static str {
+    match path {
+        "/db/execute" => "/db/execute",
+        "/db/query" => "/db/query",
+        "/db/request" => "/db/request",
+        "/status" => "/status",
+        "/nodes" => "/nodes",
+        "/readyz" => "/readyz",
+        "/metrics" => "/metrics",
+        "/kv" => "/kv",
+        "/console" => "/console",
+        p if p.starts_with("/kv/") => "/kv/{key}",
+        p if p.starts_with("/debug/") => "/debug",
+        _ => "other",
+    }
 }
 
 #[derive(serde::Deserialize)]

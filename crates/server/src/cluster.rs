@@ -34,7 +34,8 @@ pub struct ClusterArgs {
     fault_injection: bool,
 }
 
-struct Nodes(Vec<(u64, Child)>);
+/// Running node processes; dropping this kills them.
+pub(crate) struct Nodes(Vec<(u64, Child)>);
 
 impl Drop for Nodes {
     fn drop(&mut self) {
@@ -69,16 +70,46 @@ pub fn run(args: ClusterArgs) -> anyhow::Result<()> {
             args.nodes
         );
     }
-    let peers: Vec<String> = (1..=args.nodes)
-        .map(|i| format!("{i}=127.0.0.1:{}", peer_port(i)))
+    let addrs: Vec<NodeAddrs> = (1..=args.nodes)
+        .map(|i| NodeAddrs {
+            http: format!("127.0.0.1:{}", http_port(i)),
+            peer: format!("127.0.0.1:{}", peer_port(i)),
+        })
+        .collect();
+    let mut nodes = start_nodes(&args.data_dir, &addrs, args.fault_injection)?;
+    let http: Vec<String> = addrs.into_iter().map(|a| a.http).collect();
+    print_banner(&http, &args.data_dir);
+    supervise(&mut nodes)
+}
+
+/// Where one node of a local cluster listens.
+pub(crate) struct NodeAddrs {
+    /// The HTTP API.
+    pub http: String,
+    /// The node-to-node port.
+    pub peer: String,
+}
+
+/// Starts node `i` (1-based) of `addrs` as a `paxsql node` process with
+/// data dir `dir/node-i` and log `dir/node-i.log`, then waits until every
+/// node answers `/readyz`. Dropping the result kills them (also `paxsql
+/// bench --local-cluster` uses this).
+pub(crate) fn start_nodes(
+    dir: &std::path::Path,
+    addrs: &[NodeAddrs],
+    fault_injection: bool,
+) -> anyhow::Result<Nodes> {
+    let peers: Vec<String> = addrs
+        .iter()
+        .zip(1..)
+        .map(|(a, i)| format!("{i}={}", a.peer))
         .collect();
     let peers = peers.join(",");
-    std::fs::create_dir_all(&args.data_dir)
-        .with_context(|| format!("creating {}", args.data_dir.display()))?;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let exe = std::env::current_exe().context("finding the paxsql binary")?;
     let mut nodes = Nodes(Vec::new());
-    for i in 1..=args.nodes {
-        let log_path = args.data_dir.join(format!("node-{i}.log"));
+    for (a, i) in addrs.iter().zip(1u64..) {
+        let log_path = dir.join(format!("node-{i}.log"));
         let log = std::fs::File::create(&log_path)
             .with_context(|| format!("creating {}", log_path.display()))?;
         let mut cmd = Command::new(&exe);
@@ -88,24 +119,21 @@ pub fn run(args: ClusterArgs) -> anyhow::Result<()> {
             .arg("--peers")
             .arg(&peers)
             .arg("--http")
-            .arg(format!("127.0.0.1:{}", http_port(i)))
+            .arg(&a.http)
             .arg("--data-dir")
-            .arg(args.data_dir.join(format!("node-{i}")))
+            .arg(dir.join(format!("node-{i}")))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log);
-        if args.fault_injection {
+        if fault_injection {
             cmd.arg("--fault-injection").arg("true");
         }
         let child = cmd.spawn().with_context(|| format!("starting node {i}"))?;
         nodes.0.push((i, child));
     }
-    let http: Vec<String> = (1..=args.nodes)
-        .map(|i| format!("127.0.0.1:{}", http_port(i)))
-        .collect();
-    wait_ready(&mut nodes, &http, &args.data_dir)?;
-    print_banner(&http, &args.data_dir);
-    supervise(&mut nodes)
+    let http: Vec<String> = addrs.iter().map(|a| a.http.clone()).collect();
+    wait_ready(&mut nodes, &http, dir)?;
+    Ok(nodes)
 }
 
 fn wait_ready(nodes: &mut Nodes, http: &[String], dir: &std::path::Path) -> anyhow::Result<()> {

@@ -1,8 +1,10 @@
 //! The `paxsql` binary: `node` runs one node, `cluster` a local cluster.
 
 mod backend;
+mod bench;
 mod cluster;
 mod config;
+mod shell;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -25,6 +27,10 @@ enum Command {
     Node(config::NodeArgs),
     /// Start a local cluster of node processes on loopback; Ctrl-C stops it.
     Cluster(cluster::ClusterArgs),
+    /// Interactive SQL shell on a node's HTTP API (runs a script from stdin if not a terminal).
+    Shell(shell::ShellArgs),
+    /// Benchmark a cluster (or a local one it starts) against a SQLite baseline.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -33,6 +39,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Node(args) => run_node(args),
         Command::Cluster(args) => cluster::run(args),
+        Command::Bench(args) => bench::run(args),
+        Command::Shell(args) => shell::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -72,6 +80,7 @@ fn run_node(args: config::NodeArgs) -> anyhow::Result<()> {
             settings.data_dir.clone(),
         );
         cfg.cluster = settings.cluster.clone();
+        let metrics = backend::install_metrics()?;
         let node = paxsql_node::start(cfg).await?;
         tracing::info!(
             id = settings.id.0,
@@ -80,7 +89,7 @@ fn run_node(args: config::NodeArgs) -> anyhow::Result<()> {
             data_dir = %settings.data_dir.display(),
             "node started"
         );
-        let app = backend::app(node, settings.fault_injection);
+        let app = backend::app(node, settings.fault_injection, metrics);
         axum::serve(http, app)
             .with_graceful_shutdown(shutdown_signal())
             .await

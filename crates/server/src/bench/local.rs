@@ -1,0 +1,84 @@
+//! `--local-cluster N`: a throwaway cluster on loopback for one bench run,
+//! started the way `paxsql cluster` starts one ([`crate::cluster::start_nodes`]:
+//! this same binary's `node` subcommand, one process per node), on free
+//! ports, in a fresh directory that is deleted afterwards.
+
+use crate::cluster::{start_nodes, NodeAddrs, Nodes};
+use anyhow::Context;
+use std::net::TcpListener;
+use std::path::Path;
+
+/// The running cluster. Dropping it kills the nodes, then removes their data.
+pub struct LocalCluster {
+    /// Declared before `dir`, so the nodes are gone before their files.
+    nodes: Option<Nodes>,
+    dir: tempfile::TempDir,
+    http: Vec<String>,
+}
+
+impl std::fmt::Debug for LocalCluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalCluster")
+            .field("dir", &self.dir.path())
+            .field("http", &self.http)
+            .finish()
+    }
+}
+
+impl LocalCluster {
+    /// Starts `n` nodes with data under a new directory in `parent` and
+    /// waits until each is ready.
+    pub fn start(n: u64, parent: &Path) -> anyhow::Result<LocalCluster> {
+        anyhow::ensure!(
+            n >= 2,
+            "--local-cluster must be 2 or more (OmniPaxos needs a quorum of peers)"
+        );
+        let dir = tempfile::Builder::new()
+            .prefix("paxsql-bench-cluster-")
+            .tempdir_in(parent)
+            .with_context(|| format!("creating a data dir in {}", parent.display()))?;
+        let ports = free_ports(2 * n as usize)?;
+        let addrs: Vec<NodeAddrs> = ports
+            .chunks(2)
+            .map(|p| NodeAddrs {
+                http: format!("127.0.0.1:{}", p[0]),
+                peer: format!("127.0.0.1:{}", p[1]),
+            })
+            .collect();
+        let http = addrs.iter().map(|a| a.http.clone()).collect();
+        let nodes = start_nodes(dir.path(), &addrs, false)?;
+        Ok(LocalCluster {
+            nodes: Some(nodes),
+            dir,
+            http,
+        })
+    }
+
+    /// The nodes' HTTP addresses, node 1 first.
+    pub fn http(&self) -> &[String] {
+        &self.http
+    }
+
+    /// Where the nodes' data and logs are (`node-N/`, `node-N.log`).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Stops the nodes now; their data stays until the value is dropped.
+    pub fn stop(&mut self) {
+        self.nodes.take();
+    }
+}
+
+/// `n` distinct free loopback ports, all bound at once and then released
+/// (the window for another process to take one is small).
+fn free_ports(n: usize) -> anyhow::Result<Vec<u16>> {
+    let listeners = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0"))
+        .collect::<Result<Vec<_>, _>>()
+        .context("finding free loopback ports")?;
+    listeners
+        .iter()
+        .map(|l| Ok(l.local_addr()?.port()))
+        .collect()
+}

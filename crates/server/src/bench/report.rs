@@ -1,0 +1,148 @@
+//! The summary table on stdout and the `--json` document.
+
+use super::stats::RunSummary;
+use super::verify::VerifyReport;
+use serde::Serialize;
+use std::fmt::Write as _;
+
+/// Replicated over baseline, for the numbers people quote.
+#[derive(Clone, Debug, Serialize)]
+pub struct Ratios {
+    /// Cluster ops/s ÷ baseline ops/s (below 1: the cluster is slower).
+    pub ops_per_s: f64,
+    /// Cluster p50 latency ÷ baseline p50 latency (above 1: slower).
+    pub p50_latency: f64,
+    /// Cluster p99 latency ÷ baseline p99 latency.
+    pub p99_latency: f64,
+}
+
+impl Ratios {
+    pub fn of(cluster: &RunSummary, baseline: &RunSummary) -> Ratios {
+        let div = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
+        Ratios {
+            ops_per_s: div(cluster.ops_per_s, baseline.ops_per_s),
+            p50_latency: div(cluster.latency_ms.p50, baseline.latency_ms.p50),
+            p99_latency: div(cluster.latency_ms.p99, baseline.latency_ms.p99),
+        }
+    }
+}
+
+/// Everything `--json` writes.
+#[derive(Debug, Serialize)]
+pub struct Report<C: Serialize> {
+    /// Bumped when a field changes meaning.
+    pub format_version: u32,
+    /// The flags the run used.
+    pub config: C,
+    /// The cluster run, then the baseline run if there was one.
+    pub runs: Vec<RunSummary>,
+    /// Present with `--baseline`.
+    pub ratio_to_baseline: Option<Ratios>,
+    /// Present with `--verify`.
+    pub verify: Option<VerifyReport>,
+}
+
+/// The human-readable table.
+pub fn table(
+    runs: &[RunSummary],
+    ratios: Option<&Ratios>,
+    verify: Option<&VerifyReport>,
+) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<24} {:>9} {:>10} {:>10} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7} {:>9}",
+        "run",
+        "ops",
+        "ops/s",
+        "stmts/s",
+        "p50 ms",
+        "p90 ms",
+        "p99 ms",
+        "p99.9",
+        "max ms",
+        "errors",
+        "vs base"
+    );
+    for (i, r) in runs.iter().enumerate() {
+        let vs = match (i, ratios) {
+            (0, Some(x)) => format!("{:.2}x", x.ops_per_s),
+            (_, Some(_)) => "1.00x".to_owned(),
+            _ => "-".to_owned(),
+        };
+        let l = &r.latency_ms;
+        let _ = writeln!(
+            out,
+            "{:<24} {:>9} {:>10.1} {:>10.1} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>7} {:>9}",
+            r.target,
+            r.ops,
+            r.ops_per_s,
+            r.statements_per_s,
+            l.p50,
+            l.p90,
+            l.p99,
+            l.p999,
+            l.max,
+            r.errors,
+            vs
+        );
+        if r.by_kind.len() > 1 {
+            for (kind, k) in &r.by_kind {
+                let l = &k.latency_ms;
+                let _ = writeln!(
+                    out,
+                    "{:<24} {:>9} {:>10.1} {:>10} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>7}",
+                    format!("  {kind}"),
+                    k.ops,
+                    k.ops_per_s,
+                    "",
+                    l.p50,
+                    l.p90,
+                    l.p99,
+                    l.p999,
+                    l.max,
+                    k.errors
+                );
+            }
+        }
+    }
+    for r in runs {
+        if r.errors_by_kind.is_empty() {
+            continue;
+        }
+        let _ = writeln!(out, "errors, {}:", r.target);
+        for (kind, n) in &r.errors_by_kind {
+            let _ = writeln!(out, "  {n:>9}  {kind}");
+        }
+    }
+    if let Some(x) = ratios {
+        let _ = writeln!(
+            out,
+            "replicated / baseline: throughput {:.2}x, p50 latency {:.2}x, p99 latency {:.2}x",
+            x.ops_per_s, x.p50_latency, x.p99_latency
+        );
+    }
+    if let Some(v) = verify {
+        if v.passed {
+            let index = v.applied_index.values().next().cloned().unwrap_or_default();
+            let rows: u64 = v
+                .tables
+                .values()
+                .filter_map(|c| c.first())
+                .map(|c| c.rows)
+                .sum();
+            let _ = writeln!(
+                out,
+                "verify: passed: {} nodes at applied index {index:?}, {} table(s), {rows} rows, identical",
+                v.applied_index.len(),
+                v.tables.len()
+            );
+        } else {
+            let _ = writeln!(out, "verify: FAILED");
+            for p in &v.problems {
+                let _ = writeln!(out, "  {p}");
+            }
+        }
+    }
+    out
+}
