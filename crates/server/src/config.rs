@@ -53,10 +53,14 @@ pub struct NodeArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fault_injection: Option<bool>,
+    /// Check the settings (flags, file, environment), print them, and exit.
+    #[arg(long)]
+    #[serde(skip)]
+    pub check: bool,
 }
 
 /// Settings after merging, checked.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
 pub struct NodeSettings {
     pub id: NodeId,
     pub peers: BTreeMap<NodeId, String>,

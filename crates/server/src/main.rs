@@ -70,6 +70,10 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 fn run_node(args: config::NodeArgs) -> anyhow::Result<()> {
     let settings = args.resolve()?;
+    if args.check {
+        println!("{}", serde_json::to_string_pretty(&settings)?);
+        return Ok(());
+    }
     runtime()?.block_on(async move {
         let http = tokio::net::TcpListener::bind(&settings.http)
             .await
