@@ -16,7 +16,7 @@ pub use datadir::DataDirError;
 use group::{GroupInput, GroupLoop};
 use paxsql_log::{DurableStorage, LogOptions, OsLogFile};
 use paxsql_replica::{all_reads, ClientRequest, Replica, ReplicaConfig, ReplicaStatus, Role};
-use paxsql_sql::{SqliteEngine, SqliteOptions};
+use paxsql_sql::{Dialect, SqlEngine, SqliteEngine, SqliteOptions};
 use paxsql_types::{
     ApplyEnv, GroupId, LogIndex, NodeId, ReadLevel, RequestError, RequestId, Response, Statement,
 };
@@ -47,6 +47,43 @@ pub struct NodeConfig {
     pub request_timeout: Duration,
     /// Client requests queued per group at most.
     pub queue_max: usize,
+    /// The SQL engine behind every replica of this node.
+    pub engine: EngineChoice,
+}
+
+/// Which SQL engine a node runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EngineChoice {
+    /// One SQLite file per group in the data dir.
+    Sqlite,
+}
+
+impl EngineChoice {
+    /// The dialect of SQL the engine speaks.
+    pub fn dialect(&self) -> Dialect {
+        match self {
+            EngineChoice::Sqlite => Dialect::Sqlite,
+        }
+    }
+
+    /// The engine's name, as `/status` shows it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            EngineChoice::Sqlite => "sqlite",
+        }
+    }
+
+    /// Opens the engine of one group.
+    fn open(&self, group_dir: &std::path::Path) -> Result<Box<dyn SqlEngine + Send>, String> {
+        match self {
+            EngineChoice::Sqlite => {
+                let db_path = group_dir.join("db.sqlite");
+                let engine = SqliteEngine::open(&db_path, SqliteOptions::default())
+                    .map_err(|e| format!("{}: {e}", db_path.display()))?;
+                Ok(Box::new(engine))
+            }
+        }
+    }
 }
 
 impl NodeConfig {
@@ -60,6 +97,7 @@ impl NodeConfig {
             tick: Duration::from_millis(10),
             request_timeout: Duration::from_secs(5),
             queue_max: 16_384,
+            engine: EngineChoice::Sqlite,
         }
     }
 }
@@ -258,11 +296,12 @@ fn spawn_group(
     let dir = cfg.data_dir.join(format!("group-{}", group.0));
     let rcfg = ReplicaConfig::new(cfg.id, group, cfg.peers.keys().copied().collect(), epoch);
     let tick = cfg.tick;
+    let engine = cfg.engine.clone();
     let (opened_tx, opened_rx) = std::sync::mpsc::channel();
     std::thread::Builder::new()
         .name(format!("group-{}", group.0))
         .spawn(move || {
-            let replica = match open_replica(&dir, rcfg) {
+            let replica = match open_replica(&dir, rcfg, &engine) {
                 Ok(r) => {
                     let _ = opened_tx.send(Ok(()));
                     r
@@ -292,17 +331,20 @@ fn spawn_group(
         .map_err(|reason| StartError::Open { group, reason })
 }
 
-type NodeReplica = Replica<SqliteEngine, DurableStorage<paxsql_types::Entry, OsLogFile>>;
+type NodeReplica =
+    Replica<Box<dyn SqlEngine + Send>, DurableStorage<paxsql_types::Entry, OsLogFile>>;
 
-fn open_replica(dir: &std::path::Path, rcfg: ReplicaConfig) -> Result<NodeReplica, String> {
+fn open_replica(
+    dir: &std::path::Path,
+    rcfg: ReplicaConfig,
+    engine: &EngineChoice,
+) -> Result<NodeReplica, String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
     let log_path = dir.join("paxos.log");
     let file = OsLogFile::open(&log_path).map_err(|e| format!("{}: {e}", log_path.display()))?;
     let storage = DurableStorage::open_with_options(file, LogOptions::default())
         .map_err(|e| format!("{}: {e}", log_path.display()))?;
-    let db_path = dir.join("db.sqlite");
-    let engine = SqliteEngine::open(&db_path, SqliteOptions::default())
-        .map_err(|e| format!("{}: {e}", db_path.display()))?;
+    let engine = engine.open(dir)?;
     Replica::open(rcfg, storage, engine).map_err(|e| e.to_string())
 }
 
@@ -372,7 +414,7 @@ impl NodeHandle {
         id: Option<RequestId>,
         level: ReadLevel,
     ) -> Result<Response, RequestError> {
-        if all_reads(&stmts) {
+        if all_reads(self.inner.cfg.engine.dialect(), &stmts) {
             self.read(stmts, level).await
         } else {
             self.write(stmts, transaction, id).await
@@ -451,7 +493,7 @@ impl NodeHandle {
         NodeStatus {
             node_id: self.inner.cfg.id.0,
             peer_addr: self.inner.cfg.peers[&self.inner.cfg.id].clone(),
-            engine: "sqlite",
+            engine: self.inner.cfg.engine.name(),
             data_dir: self.inner.cfg.data_dir.display().to_string(),
             groups,
         }

@@ -50,7 +50,7 @@ use storage::Shared;
 use omnipaxos::messages::Message;
 use omnipaxos::util::LogEntry;
 use omnipaxos::{ClusterConfig, OmniPaxos, ServerConfig};
-use paxsql_sql::{determinism, Applied, EngineError, SqlEngine};
+use paxsql_sql::{determinism, Applied, Dialect, EngineError, SqlEngine};
 use paxsql_types::{
     ApplyEnv, BarrierId, Entry, GroupId, LogIndex, NodeId, Proposal, ReadLevel, RequestError,
     RequestId, Response, Statement, StmtResult, WriteRequest,
@@ -353,7 +353,21 @@ impl<E: SqlEngine, S: LogStorage> Replica<E, S> {
     /// A peer's replica of this group says something.
     pub fn receive(&mut self, from: NodeId, msg: PeerMsg) {
         match msg {
-            PeerMsg::Paxos(m) => self.op.handle_incoming(m),
+            PeerMsg::Paxos(m) => {
+                let higher = outranks_my_leadership(&m, &self.op);
+                self.op.handle_incoming(m);
+                if higher {
+                    // OmniPaxos 0.2.4 does not recover from this on its own:
+                    // a node that promised a ballot whose candidate crashed
+                    // mid-election keeps that promise, and only asks the
+                    // leader (`PrepareReq`) for a `Prepare` it then rejects
+                    // as lower. With the leader's majority happy, BLE never
+                    // moves past it and the node stays out forever. A leader
+                    // that hears of a higher promise takes a higher ballot.
+                    tracing::info!(group = %self.cfg.group, from = from.0, "a peer promised a higher ballot; re-running the election");
+                    self.op.try_become_leader();
+                }
+            }
             PeerMsg::Forward(proposals) => self.on_forward(from, proposals),
             PeerMsg::LeaderRead { id, stmts } => {
                 let result = if self.believed_leader() == Some(self.cfg.node) {
@@ -543,7 +557,7 @@ impl<E: SqlEngine, S: LogStorage> Replica<E, S> {
                 return;
             }
         }
-        let stmts = match make_deterministic(stmts, env) {
+        let stmts = match make_deterministic(self.engine.dialect(), stmts, env) {
             Ok(s) => s,
             Err(e) => {
                 self.reply(token, Err(e));
@@ -808,9 +822,29 @@ impl<E: SqlEngine, S: LogStorage> Replica<E, S> {
     }
 }
 
+/// Whether `m` asks this node, which leads, for a `Prepare` while promised
+/// to a ballot higher than the one it leads with.
+fn outranks_my_leadership<S: omnipaxos::storage::Storage<Entry>>(
+    m: &Message<Entry>,
+    op: &OmniPaxos<Entry, S>,
+) -> bool {
+    use omnipaxos::messages::sequence_paxos::PaxosMsg;
+    let Message::SequencePaxos(pm) = m else {
+        return false;
+    };
+    let PaxosMsg::PrepareReq(req) = &pm.msg else {
+        return false;
+    };
+    let leading = op
+        .get_current_leader()
+        .is_some_and(|(pid, accept)| accept && pid == op.get_pid());
+    leading && req.n > op.get_promise()
+}
+
 /// Rewrites each statement so that it runs identically on every replica,
 /// or rejects the request saying why.
 fn make_deterministic(
+    dialect: Dialect,
     stmts: Vec<Statement>,
     env: ApplyEnv,
 ) -> Result<Vec<Statement>, RequestError> {
@@ -831,26 +865,26 @@ fn make_deterministic(
         .enumerate()
         .map(|(i, mut s)| {
             let bad = |why: String| RequestError::BadRequest(format!("statement {}: {why}", i + 1));
-            if let Some(why) = determinism::forbidden(&s.sql) {
+            if let Some(why) = dialect.forbidden(&s.sql) {
                 return Err(bad(why));
             }
-            match determinism::make_deterministic(&s.sql, &mut denv) {
+            match dialect.make_deterministic(&s.sql, &mut denv) {
                 Ok(std::borrow::Cow::Borrowed(_)) => Ok(s),
                 Ok(std::borrow::Cow::Owned(sql)) => {
                     s.sql = sql;
                     Ok(s)
                 }
-                Err(e) => Err(bad(e.to_string())),
+                Err(e) => Err(bad(e)),
             }
         })
         .collect()
 }
 
 /// Whether every statement only reads (then `/db/request` may serve it as a read).
-pub fn all_reads(stmts: &[Statement]) -> bool {
+pub fn all_reads(dialect: Dialect, stmts: &[Statement]) -> bool {
     stmts
         .iter()
-        .all(|s| determinism::classify(&s.sql) == determinism::Kind::Read)
+        .all(|s| dialect.classify(&s.sql) == determinism::Kind::Read)
 }
 
 /// Convenience for owners: the results of a response, or the error.

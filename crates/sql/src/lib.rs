@@ -50,8 +50,54 @@ pub enum EngineError {
     Inconsistent(String),
 }
 
+/// The SQL dialect an engine speaks, and with it the rules that classify
+/// statements and make them deterministic before they enter the log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dialect {
+    /// SQLite's SQL.
+    Sqlite,
+}
+
+impl Dialect {
+    /// Whether a statement only reads (see [`determinism::classify`]).
+    pub fn classify(self, sql: &str) -> determinism::Kind {
+        match self {
+            Dialect::Sqlite => determinism::classify(sql),
+        }
+    }
+
+    /// Why a statement may not be sent as one replicated statement, if so.
+    pub fn forbidden(self, sql: &str) -> Option<String> {
+        match self {
+            Dialect::Sqlite => determinism::forbidden(sql),
+        }
+    }
+
+    /// How many statements the text holds.
+    pub fn statement_count(self, sql: &str) -> usize {
+        match self {
+            Dialect::Sqlite => determinism::statement_count(sql),
+        }
+    }
+
+    /// The statement with non-deterministic SQL fixed to literals, or why
+    /// it cannot be.
+    pub fn make_deterministic<'s>(
+        self,
+        sql: &'s str,
+        env: &mut determinism::Env<'_>,
+    ) -> Result<std::borrow::Cow<'s, str>, String> {
+        match self {
+            Dialect::Sqlite => determinism::make_deterministic(sql, env).map_err(|e| e.to_string()),
+        }
+    }
+}
+
 /// A replica's SQL database.
 pub trait SqlEngine {
+    /// The dialect of SQL this engine runs.
+    fn dialect(&self) -> Dialect;
+
     /// How many log entries have been applied (the next to apply has this index).
     fn applied_index(&self) -> LogIndex;
 
@@ -70,4 +116,26 @@ pub trait SqlEngine {
     /// A hash of the user-visible content (schema and rows), equal on two
     /// replicas exactly when their content is equal. For tests and checks.
     fn state_hash(&mut self) -> Result<u64, EngineError>;
+}
+
+/// Engines chosen at run time (by flag) are boxed.
+impl SqlEngine for Box<dyn SqlEngine + Send> {
+    fn dialect(&self) -> Dialect {
+        (**self).dialect()
+    }
+    fn applied_index(&self) -> LogIndex {
+        (**self).applied_index()
+    }
+    fn apply(&mut self, index: LogIndex, entry: &Entry) -> Result<Vec<Applied>, EngineError> {
+        (**self).apply(index, entry)
+    }
+    fn query(&mut self, stmts: &[Statement]) -> Vec<StmtResult> {
+        (**self).query(stmts)
+    }
+    fn completed(&mut self, id: &RequestId) -> Result<Option<Vec<StmtResult>>, EngineError> {
+        (**self).completed(id)
+    }
+    fn state_hash(&mut self) -> Result<u64, EngineError> {
+        (**self).state_hash()
+    }
 }

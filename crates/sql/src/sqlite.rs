@@ -238,6 +238,10 @@ impl SqliteEngine {
 }
 
 impl SqlEngine for SqliteEngine {
+    fn dialect(&self) -> crate::Dialect {
+        crate::Dialect::Sqlite
+    }
+
     fn applied_index(&self) -> LogIndex {
         self.applied
     }
