@@ -48,6 +48,20 @@ pub trait Db: Clone + Send + Sync + 'static {
     /// Every node of the cluster as a JSON array (`/nodes`).
     fn nodes(&self) -> impl Future<Output = serde_json::Value> + Send;
 
+    /// A consistent copy of the database as a SQLite file and the log index
+    /// it reflects (`/db/backup`).
+    fn backup(
+        &self,
+        level: ReadLevel,
+    ) -> impl Future<Output = Result<(Vec<u8>, u64), RequestError>> + Send;
+
+    /// Loads a SQLite file through the log (`/db/load`).
+    fn load(
+        &self,
+        image: Vec<u8>,
+        opts: WriteOptions,
+    ) -> impl Future<Output = Result<Response, RequestError>> + Send;
+
     /// `Ok` once this node has a leader and has caught up (`/readyz`);
     /// otherwise why not.
     fn ready(&self) -> impl Future<Output = Result<(), String>> + Send;

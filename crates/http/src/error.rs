@@ -45,7 +45,8 @@ impl ApiError {
             StatusCode::NOT_FOUND,
             format!(
                 "no such endpoint: {method} {path}; this node serves /db/execute, \
-                 /db/query, /db/request, /status, /nodes and /readyz"
+                 /db/query, /db/request, /db/backup, /db/load, /kv, /status, /nodes, \
+                 /readyz, /metrics and /console"
             ),
         )
     }

@@ -20,6 +20,7 @@
 //! | `GET /status` | [`Db::status`] | the node's JSON as is |
 //! | `GET /nodes` | [`Db::nodes`] | the node's JSON as is |
 //! | `GET /readyz` | [`Db::ready`] | plain text, as rqlite answers |
+//! | `GET /console` | — | the web console (HTML, with `/console/console.{js,css}`); see `console.rs` |
 //!
 //! # Request bodies
 //!
@@ -120,6 +121,7 @@
 //!   `/leader`, `/debug/vars`, `/metrics` answer `404`.
 //! - Basic authentication and TLS (put a proxy in front).
 
+mod console;
 mod db;
 mod error;
 mod flags;
@@ -194,6 +196,14 @@ pub fn router<D: Db>(db: D, limits: Limits) -> Router {
             get(handlers::readyz::<D>).fallback(wrong_method("GET")),
         )
         .route(
+            "/db/backup",
+            get(kv::backup::<D>).fallback(wrong_method("GET")),
+        )
+        .route(
+            "/db/load",
+            post(kv::load::<D>).fallback(wrong_method("POST")),
+        )
+        .route(
             "/kv",
             get(kv::list::<D>).fallback(wrong_method("GET")),
         )
@@ -204,6 +214,7 @@ pub fn router<D: Db>(db: D, limits: Limits) -> Router {
                 .delete(kv::delete::<D>)
                 .fallback(wrong_method("GET, PUT or DELETE")),
         )
+        .merge(console::routes())
         .fallback(handlers::not_found)
         .layer(from_fn_with_state(request_timeout, handlers::time_limit))
         .with_state(app)

@@ -117,6 +117,15 @@ impl Db for FakeDb {
         json!([{"id": 1, "address": "127.0.0.1:4001", "reachable": true, "leader": true}])
     }
 
+    async fn backup(&self, _level: ReadLevel) -> Result<(Vec<u8>, u64), RequestError> {
+        Ok((b"SQLite format 3\0".to_vec(), 7))
+    }
+
+    async fn load(&self, image: Vec<u8>, opts: WriteOptions) -> Result<Response, RequestError> {
+        let stmts = vec![Statement::new(format!("load {} bytes", image.len()))];
+        self.answer(Call::Execute(stmts, opts)).await
+    }
+
     async fn ready(&self) -> Result<(), String> {
         self.ready.lock().unwrap().clone()
     }

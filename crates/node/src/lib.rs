@@ -56,6 +56,13 @@ pub struct NodeConfig {
 pub enum EngineChoice {
     /// One SQLite file per group in the data dir.
     Sqlite,
+    /// One database per group on a PostgreSQL server, named
+    /// `paxsql_<cluster>_<node>_g<group>` ([`paxsql_sql::database_name`]).
+    Postgres {
+        /// The server (`postgres://user[:password]@host:port/db`); the node
+        /// creates its own databases there.
+        url: String,
+    },
 }
 
 impl EngineChoice {
@@ -63,6 +70,7 @@ impl EngineChoice {
     pub fn dialect(&self) -> Dialect {
         match self {
             EngineChoice::Sqlite => Dialect::Sqlite,
+            EngineChoice::Postgres { .. } => Dialect::Postgres,
         }
     }
 
@@ -70,12 +78,29 @@ impl EngineChoice {
     pub fn name(&self) -> &'static str {
         match self {
             EngineChoice::Sqlite => "sqlite",
+            EngineChoice::Postgres { .. } => "postgres",
         }
     }
 
-    /// Opens the engine of one group.
-    fn open(&self, group_dir: &std::path::Path) -> Result<Box<dyn SqlEngine + Send>, String> {
+    /// Opens the engine of one group (`cluster` names its PostgreSQL database).
+    fn open(
+        &self,
+        group_dir: &std::path::Path,
+        cluster: &str,
+        rcfg: &ReplicaConfig,
+    ) -> Result<Box<dyn SqlEngine + Send>, String> {
         match self {
+            EngineChoice::Postgres { url } => {
+                let (node, group) = (rcfg.node.0, rcfg.group.0);
+                let mut options = paxsql_sql::PostgresOptions::new(
+                    url.clone(),
+                    paxsql_sql::database_name(cluster, node, group),
+                );
+                options.owner = format!("cluster {cluster:?}, node {node}, group {group}");
+                let engine = paxsql_sql::PostgresEngine::open_for_data_dir(options, group_dir)
+                    .map_err(|e| e.to_string())?;
+                Ok(Box::new(engine))
+            }
             EngineChoice::Sqlite => {
                 let db_path = group_dir.join("db.sqlite");
                 let engine = SqliteEngine::open(&db_path, SqliteOptions::default())
@@ -297,11 +322,12 @@ fn spawn_group(
     let rcfg = ReplicaConfig::new(cfg.id, group, cfg.peers.keys().copied().collect(), epoch);
     let tick = cfg.tick;
     let engine = cfg.engine.clone();
+    let cluster = cfg.cluster.clone();
     let (opened_tx, opened_rx) = std::sync::mpsc::channel();
     std::thread::Builder::new()
         .name(format!("group-{}", group.0))
         .spawn(move || {
-            let replica = match open_replica(&dir, rcfg, &engine) {
+            let replica = match open_replica(&dir, rcfg, &engine, &cluster) {
                 Ok(r) => {
                     let _ = opened_tx.send(Ok(()));
                     r
@@ -338,13 +364,14 @@ fn open_replica(
     dir: &std::path::Path,
     rcfg: ReplicaConfig,
     engine: &EngineChoice,
+    cluster: &str,
 ) -> Result<NodeReplica, String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
     let log_path = dir.join("paxos.log");
     let file = OsLogFile::open(&log_path).map_err(|e| format!("{}: {e}", log_path.display()))?;
     let storage = DurableStorage::open_with_options(file, LogOptions::default())
         .map_err(|e| format!("{}: {e}", log_path.display()))?;
-    let engine = engine.open(dir)?;
+    let engine = engine.open(dir, cluster, &rcfg)?;
     Replica::open(rcfg, storage, engine).map_err(|e| e.to_string())
 }
 
@@ -419,6 +446,44 @@ impl NodeHandle {
         } else {
             self.write(stmts, transaction, id).await
         }
+    }
+
+    /// A consistent copy of the database (SQLite file bytes) and the
+    /// applied index it reflects. At `local` level the state now; otherwise
+    /// every write acknowledged before the call is in it.
+    pub async fn backup(&self, level: ReadLevel) -> Result<(Vec<u8>, LogIndex), RequestError> {
+        let seq = self.inner.next_request.fetch_add(1, Ordering::Relaxed);
+        let dir = self.inner.cfg.data_dir.join("backups");
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| RequestError::Unavailable(format!("backup dir: {e}")))?;
+        let dest = dir.join(format!("backup-{seq}.sqlite"));
+        let req = ClientRequest::Backup {
+            dest: dest.clone(),
+            level,
+        };
+        let result = self.call(GroupId(0), req).await;
+        let bytes = match &result {
+            Ok(_) => tokio::fs::read(&dest)
+                .await
+                .map_err(|e| RequestError::Unavailable(format!("reading the backup: {e}"))),
+            Err(e) => Err(e.clone()),
+        };
+        let _ = tokio::fs::remove_file(&dest).await;
+        Ok((bytes?, result?.index))
+    }
+
+    /// Loads a SQLite database file into the cluster through the log, as
+    /// one all-or-nothing write: its tables replace tables of the same name.
+    pub async fn load(
+        &self,
+        image: Vec<u8>,
+        id: Option<RequestId>,
+    ) -> Result<Response, RequestError> {
+        let stmts = tokio::task::spawn_blocking(move || paxsql_sql::image_to_statements(&image))
+            .await
+            .map_err(|e| RequestError::Unavailable(format!("reading the file: {e}")))?
+            .map_err(RequestError::BadRequest)?;
+        self.write(stmts, true, id).await
     }
 
     async fn call(&self, group: GroupId, req: ClientRequest) -> Result<Response, RequestError> {

@@ -142,6 +142,15 @@ pub enum ClientRequest {
         /// How fresh.
         level: ReadLevel,
     },
+    /// A consistent copy of the database written to `dest`: at `local`
+    /// level the state now, otherwise the state after a barrier (every
+    /// write acknowledged before the request is in it).
+    Backup {
+        /// Where the copy goes (replaced if present).
+        dest: std::path::PathBuf,
+        /// How fresh.
+        level: ReadLevel,
+    },
 }
 
 /// What replicas of one group say to each other.
@@ -254,6 +263,8 @@ struct PendingWrite {
 struct PendingRead {
     token: ClientToken,
     stmts: Vec<Statement>,
+    /// Set for a backup rather than a query.
+    backup: Option<std::path::PathBuf>,
     deadline: u64,
 }
 
@@ -412,6 +423,7 @@ impl<E: SqlEngine, S: LogStorage> Replica<E, S> {
                 env,
             } => self.submit_write(token, id, stmts, transaction, env),
             ClientRequest::Read { stmts, level } => self.submit_read(token, stmts, level),
+            ClientRequest::Backup { dest, level } => self.submit_backup(token, dest, level),
         }
     }
 
@@ -428,7 +440,7 @@ impl<E: SqlEngine, S: LogStorage> Replica<E, S> {
             // on a timer. (Syncing later in this same call would change
             // nothing an owner can see: outputs leave only when it returns.)
             self.release_messages();
-            if self.now % self.cfg.election_ticks.max(1) == 0 {
+            if self.now.is_multiple_of(self.cfg.election_ticks.max(1)) {
                 self.storage.0.borrow_mut().sync()?;
             }
         } else {
@@ -612,8 +624,33 @@ impl<E: SqlEngine, S: LogStorage> Replica<E, S> {
             ReadLevel::Linearizable => self.reads_unbarriered.push(PendingRead {
                 token,
                 stmts,
+                backup: None,
                 deadline,
             }),
+        }
+    }
+
+    fn submit_backup(&mut self, token: ClientToken, dest: std::path::PathBuf, level: ReadLevel) {
+        if level == ReadLevel::Local {
+            let r = self.backup_now(&dest);
+            self.reply(token, r);
+            return;
+        }
+        self.reads_unbarriered.push(PendingRead {
+            token,
+            stmts: Vec::new(),
+            backup: Some(dest),
+            deadline: self.now + self.cfg.request_timeout_ticks,
+        });
+    }
+
+    fn backup_now(&mut self, dest: &std::path::Path) -> Result<Response, RequestError> {
+        match self.engine.backup(dest) {
+            Ok(index) => Ok(Response {
+                results: Vec::new(),
+                index,
+            }),
+            Err(e) => Err(RequestError::Unavailable(format!("backup failed: {e}"))),
         }
     }
 
@@ -738,8 +775,11 @@ impl<E: SqlEngine, S: LogStorage> Replica<E, S> {
                     let done = std::mem::replace(&mut self.barriers, later);
                     for (_, barrier) in done {
                         for read in barrier.reads {
-                            let r = self.read_now(&read.stmts);
-                            self.reply(read.token, Ok(r));
+                            let r = match &read.backup {
+                                Some(dest) => self.backup_now(dest),
+                                None => Ok(self.read_now(&read.stmts)),
+                            };
+                            self.reply(read.token, r);
                         }
                     }
                 }

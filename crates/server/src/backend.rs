@@ -52,6 +52,17 @@ impl Db for Backend {
         serde_json::to_value(self.0.nodes()).unwrap_or_default()
     }
 
+    async fn backup(&self, level: ReadLevel) -> Result<(Vec<u8>, u64), RequestError> {
+        self.0
+            .backup(level)
+            .await
+            .map(|(bytes, index)| (bytes, index.0))
+    }
+
+    async fn load(&self, image: Vec<u8>, opts: WriteOptions) -> Result<Response, RequestError> {
+        self.0.load(image, opts.request_id).await
+    }
+
     async fn ready(&self) -> Result<(), String> {
         self.0.ready()
     }

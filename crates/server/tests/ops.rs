@@ -173,3 +173,74 @@ fn metrics_count_the_load_a_node_served() {
         .iter()
         .any(|x| x.metric.starts_with("paxsql_request_duration_seconds")));
 }
+
+#[test]
+fn a_backup_of_one_cluster_loads_into_another_identically() {
+    let a = Cluster::start(3);
+    a.execute(
+        1,
+        json!([
+            "CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT, pic BLOB, score REAL)",
+            "CREATE INDEX users_by_name ON users (name)",
+            [
+                "INSERT INTO users VALUES (?, ?, ?, ?)",
+                1,
+                "fiona",
+                [0, 1, 255],
+                1.5
+            ],
+            [
+                "INSERT INTO users VALUES (?, ?, ?, ?)",
+                2,
+                "sinead",
+                null,
+                -2.25
+            ],
+            "CREATE VIEW names AS SELECT name FROM users"
+        ]),
+    );
+    let http = reqwest::blocking::Client::new();
+    let r = http
+        .get(format!("http://{}/db/backup", a.node(2).http))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let index: u64 = r.headers()["x-paxsql-index"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(index >= 1);
+    let file = r.bytes().unwrap();
+    assert!(file.starts_with(b"SQLite format 3\0"));
+
+    let b = Cluster::start(3);
+    b.execute(3, json!(["CREATE TABLE other (v)"]));
+    let r = http
+        .post(format!("http://{}/db/load", b.node(3).http))
+        .body(file.to_vec())
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().unwrap());
+    let all = "SELECT id, name, hex(pic), score FROM users ORDER BY id";
+    let want = a.rows(1, all, "linearizable");
+    assert_eq!(want.len(), 2);
+    assert_eq!(b.rows(1, all, "linearizable"), want);
+    b.wait_converged(all, &want);
+    assert_eq!(
+        b.rows(2, "SELECT name FROM names ORDER BY name", "linearizable"),
+        vec![json!(["fiona"]), json!(["sinead"])]
+    );
+    // Tables the file does not have are left alone; internal tables never travel.
+    assert_eq!(
+        b.rows(2, "SELECT count(*) FROM other", "linearizable"),
+        vec![json!([0])]
+    );
+
+    let r = http
+        .post(format!("http://{}/db/load", b.node(1).http))
+        .body("not a database")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 400);
+}

@@ -14,9 +14,16 @@
 //! parser does not understand.
 
 pub mod determinism;
+mod image;
+pub mod pg_determinism;
+mod pg_lex;
+mod pg_values;
+mod postgres;
 mod sqlite;
 mod vfs;
 
+pub use image::image_to_statements;
+pub use postgres::{database_name, PostgresEngine, PostgresOptions};
 pub use sqlite::{SqliteEngine, SqliteOptions};
 
 use paxsql_types::{BarrierId, Entry, LogIndex, RequestId, Statement, StmtResult};
@@ -48,6 +55,9 @@ pub enum EngineError {
     /// The engine holds a state this replica cannot continue from.
     #[error("sql engine state is inconsistent: {0}")]
     Inconsistent(String),
+    /// The engine cannot do this.
+    #[error("this engine does not support {0}")]
+    Unsupported(String),
 }
 
 /// The SQL dialect an engine speaks, and with it the rules that classify
@@ -56,6 +66,8 @@ pub enum EngineError {
 pub enum Dialect {
     /// SQLite's SQL.
     Sqlite,
+    /// PostgreSQL's SQL (see [`pg_determinism`]).
+    Postgres,
 }
 
 impl Dialect {
@@ -63,6 +75,7 @@ impl Dialect {
     pub fn classify(self, sql: &str) -> determinism::Kind {
         match self {
             Dialect::Sqlite => determinism::classify(sql),
+            Dialect::Postgres => pg_determinism::classify(sql),
         }
     }
 
@@ -70,6 +83,7 @@ impl Dialect {
     pub fn forbidden(self, sql: &str) -> Option<String> {
         match self {
             Dialect::Sqlite => determinism::forbidden(sql),
+            Dialect::Postgres => pg_determinism::forbidden(sql),
         }
     }
 
@@ -77,6 +91,7 @@ impl Dialect {
     pub fn statement_count(self, sql: &str) -> usize {
         match self {
             Dialect::Sqlite => determinism::statement_count(sql),
+            Dialect::Postgres => pg_determinism::statement_count(sql),
         }
     }
 
@@ -89,6 +104,7 @@ impl Dialect {
     ) -> Result<std::borrow::Cow<'s, str>, String> {
         match self {
             Dialect::Sqlite => determinism::make_deterministic(sql, env).map_err(|e| e.to_string()),
+            Dialect::Postgres => pg_determinism::make_deterministic(sql, env),
         }
     }
 }
@@ -116,6 +132,13 @@ pub trait SqlEngine {
     /// A hash of the user-visible content (schema and rows), equal on two
     /// replicas exactly when their content is equal. For tests and checks.
     fn state_hash(&mut self) -> Result<u64, EngineError>;
+
+    /// Writes a consistent copy of the user-visible database (no internal
+    /// tables) to `dest` and returns the applied index it reflects.
+    fn backup(&mut self, dest: &std::path::Path) -> Result<LogIndex, EngineError> {
+        let _ = dest;
+        Err(EngineError::Unsupported("backup".into()))
+    }
 }
 
 /// Engines chosen at run time (by flag) are boxed.
@@ -137,5 +160,8 @@ impl SqlEngine for Box<dyn SqlEngine + Send> {
     }
     fn state_hash(&mut self) -> Result<u64, EngineError> {
         (**self).state_hash()
+    }
+    fn backup(&mut self, dest: &std::path::Path) -> Result<LogIndex, EngineError> {
+        (**self).backup(dest)
     }
 }

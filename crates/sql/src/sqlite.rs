@@ -311,6 +311,34 @@ impl SqlEngine for SqliteEngine {
             .transpose()
     }
 
+    fn backup(&mut self, dest: &Path) -> Result<LogIndex, EngineError> {
+        // Between entries no transaction is open: the copy is the state at
+        // exactly `self.applied`.
+        let _ = std::fs::remove_file(dest);
+        self.write
+            .backup(
+                rusqlite::MAIN_DB,
+                dest,
+                None::<fn(rusqlite::backup::Progress)>,
+            )
+            .map_err(storage)?;
+        let copy = Connection::open(dest).map_err(storage)?;
+        let internal: Vec<String> = copy
+            .prepare(
+                "SELECT name FROM sqlite_schema WHERE type = 'table' \
+                 AND name LIKE '\\_paxsql\\_%' ESCAPE '\\'",
+            )
+            .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+            .map_err(storage)?;
+        for name in internal {
+            copy.execute_batch(&format!("DROP TABLE \"{}\"", name.replace('"', "\"\"")))
+                .map_err(storage)?;
+        }
+        copy.execute_batch("PRAGMA journal_mode=DELETE; VACUUM;")
+            .map_err(storage)?;
+        Ok(self.applied)
+    }
+
     fn state_hash(&mut self) -> Result<u64, EngineError> {
         let mut h = Fnv64::new();
         for (name, sql) in self.user_tables()? {
