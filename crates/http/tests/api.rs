@@ -1010,10 +1010,10 @@ async fn a_request_that_outlasts_its_time_is_503() {
 #[tokio::test]
 async fn unknown_path_is_404_json() {
     let db = FakeDb::answering(vec![], 0);
-    let msg = get(&db, "/db/load")
+    let msg = get(&db, "/db/nothing")
         .await
         .expect_error(StatusCode::NOT_FOUND);
-    assert!(msg.starts_with("no such endpoint: GET /db/load"), "{msg}");
+    assert!(msg.starts_with("no such endpoint: GET /db/nothing"), "{msg}");
 }
 
 #[tokio::test]
