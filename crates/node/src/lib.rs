@@ -225,6 +225,14 @@ pub struct PeerStatus {
     pub reachable: bool,
     /// Whether it leads group 0 as far as this node knows.
     pub leader: bool,
+    /// Its role in group 0 as it last reported it.
+    pub role: Option<String>,
+    /// Entries of group 0 it knew decided, as it last reported.
+    pub decided_index: Option<u64>,
+    /// Entries of group 0 it had applied, as it last reported.
+    pub applied_index: Option<u64>,
+    /// Milliseconds since that report (0 for this node).
+    pub last_seen_ms: Option<u64>,
 }
 
 /// Starts a node: opens every group's log and database, binds the peer
@@ -272,6 +280,10 @@ pub async fn start(cfg: NodeConfig) -> Result<NodeHandle, StartError> {
             },
         );
     }
+    tokio::spawn(report_loop(
+        Arc::clone(&links),
+        Arc::clone(&groups[&GroupId(0)].status),
+    ));
     tokio::spawn(transport::accept_loop(
         listener,
         cfg.cluster.clone(),
@@ -288,6 +300,32 @@ pub async fn start(cfg: NodeConfig) -> Result<NodeHandle, StartError> {
             links,
         }),
     })
+}
+
+fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::Leader => "leader",
+        Role::Follower => "follower",
+        Role::Candidate => "candidate",
+    }
+}
+
+fn report_of(s: &ReplicaStatus) -> transport::PeerReport {
+    transport::PeerReport {
+        role: role_name(s.role).to_owned(),
+        decided: s.decided.0,
+        applied: s.applied.0,
+    }
+}
+
+/// Tells every peer, twice a second, how this node's group 0 stands.
+async fn report_loop(links: Arc<Links>, status: Arc<Mutex<ReplicaStatus>>) {
+    let mut every = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        every.tick().await;
+        let report = report_of(&status.lock().expect("status lock"));
+        links.broadcast_report(report);
+    }
 }
 
 fn initial_status(node: NodeId, group: GroupId) -> ReplicaStatus {
@@ -541,11 +579,7 @@ impl NodeHandle {
                 let s = self.group_status(g);
                 GroupStatus {
                     group: g.0,
-                    role: match s.role {
-                        Role::Leader => "leader",
-                        Role::Follower => "follower",
-                        Role::Candidate => "candidate",
-                    },
+                    role: role_name(s.role),
                     leader: s.leader.map(|l| l.0),
                     ballot: s.ballot,
                     decided_index: s.decided.0,
@@ -566,16 +600,37 @@ impl NodeHandle {
 
     /// Every node of the cluster as this node sees it.
     pub fn nodes(&self) -> Vec<PeerStatus> {
-        let leader = self.group_status(GroupId(0)).leader;
+        let own = self.group_status(GroupId(0));
+        let reports = self
+            .inner
+            .links
+            .reports
+            .lock()
+            .expect("reports lock")
+            .clone();
         self.inner
             .cfg
             .peers
             .iter()
-            .map(|(&id, addr)| PeerStatus {
-                id: id.0,
-                addr: addr.clone(),
-                reachable: self.inner.links.connected(id),
-                leader: leader == Some(id),
+            .map(|(&id, addr)| {
+                let (report, seen) = if id == self.id() {
+                    (Some(report_of(&own)), Some(0))
+                } else {
+                    match reports.get(&id) {
+                        Some((r, at)) => (Some(r.clone()), Some(at.elapsed().as_millis() as u64)),
+                        None => (None, None),
+                    }
+                };
+                PeerStatus {
+                    id: id.0,
+                    addr: addr.clone(),
+                    reachable: self.inner.links.connected(id),
+                    leader: own.leader == Some(id),
+                    role: report.as_ref().map(|r| r.role.clone()),
+                    decided_index: report.as_ref().map(|r| r.decided),
+                    applied_index: report.as_ref().map(|r| r.applied),
+                    last_seen_ms: seen,
+                }
             })
             .collect()
     }

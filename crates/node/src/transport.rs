@@ -54,6 +54,20 @@ pub(crate) enum Wire {
         /// The message.
         msg: PeerMsg,
     },
+    /// How the sender's replica of group 0 stands (sent twice a second),
+    /// so every node can show every node's progress.
+    Report(PeerReport),
+}
+
+/// What a peer last said of its replica of group 0.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct PeerReport {
+    /// leader, follower or candidate.
+    pub(crate) role: String,
+    /// Entries it knows decided.
+    pub(crate) decided: u64,
+    /// Entries it has applied.
+    pub(crate) applied: u64,
 }
 
 /// The sending side of every outgoing link, shared by the group threads.
@@ -62,6 +76,8 @@ pub(crate) struct Links {
     me: NodeId,
     out: HashMap<NodeId, Link>,
     pub(crate) isolated: AtomicBool,
+    /// The last report of each peer, and when it came.
+    pub(crate) reports: std::sync::Mutex<BTreeMap<NodeId, (PeerReport, std::time::Instant)>>,
 }
 
 #[derive(Debug)]
@@ -76,6 +92,18 @@ impl Links {
     /// Sends a message to a peer's replica of `group`, or drops it if the
     /// link is down (OmniPaxos resends or resyncs when it comes back).
     pub(crate) fn send(&self, to: NodeId, group: GroupId, msg: PeerMsg) {
+        self.send_wire(to, &Wire::Group { group, msg });
+    }
+
+    /// Sends this node's report to every connected peer.
+    pub(crate) fn broadcast_report(&self, report: PeerReport) {
+        let wire = Wire::Report(report);
+        for &peer in self.out.keys() {
+            self.send_wire(peer, &wire);
+        }
+    }
+
+    fn send_wire(&self, to: NodeId, wire: &Wire) {
         if to == self.me {
             return;
         }
@@ -86,7 +114,7 @@ impl Links {
         if self.isolated.load(Ordering::Relaxed) || !link.connected.load(Ordering::Relaxed) {
             return;
         }
-        let frame = match postcard::to_stdvec(&Wire::Group { group, msg }) {
+        let frame = match postcard::to_stdvec(wire) {
             Ok(f) => Bytes::from(f),
             Err(e) => {
                 tracing::error!(error = %e, "encoding a peer message failed");
@@ -176,6 +204,7 @@ pub(crate) fn start_links(
         me,
         out,
         isolated: AtomicBool::new(false),
+        reports: std::sync::Mutex::new(BTreeMap::new()),
     });
     for (peer, addr, rx, reset, connected) in tasks {
         let dial = Dialer {
@@ -384,6 +413,10 @@ impl Session {
                             if !self.inbox.deliver(from, group, msg) {
                                 return Err("group queue full; restarting the session".into());
                             }
+                        }
+                        Ok(Wire::Report(report)) => {
+                            let now = std::time::Instant::now();
+                            self.links.reports.lock().expect("reports lock").insert(from, (report, now));
                         }
                         Ok(Wire::Hello { .. }) => return Err("unexpected second hello".into()),
                         Err(e) => return Err(format!("undecodable frame: {e}")),

@@ -13,7 +13,8 @@ use paxsql_types::{
 };
 
 /// Upsert of a key plus the request id in `ops`, in one transaction.
-const WRITE_KV: &str = "INSERT INTO kv (k, v) VALUES (?1, ?2) ON CONFLICT(k) DO UPDATE SET v = excluded.v";
+const WRITE_KV: &str =
+    "INSERT INTO kv (k, v) VALUES (?1, ?2) ON CONFLICT(k) DO UPDATE SET v = excluded.v";
 const WRITE_OPS: &str = "INSERT INTO ops (req) VALUES (?1)";
 const READ_KV: &str = "SELECT v FROM kv WHERE k = ?1";
 pub(crate) const READ_ALL: &str = "SELECT k, v FROM kv ORDER BY k";
@@ -30,10 +31,17 @@ pub(crate) struct Client {
 
 #[derive(Debug)]
 pub(crate) enum ClientState {
-    Idle { next_at: u64 },
+    Idle {
+        next_at: u64,
+    },
     Waiting(Attempt),
     /// A retry, due at a tick.
-    Backoff { op: usize, attempt: u32, req: ClientRequest, at: u64 },
+    Backoff {
+        op: usize,
+        attempt: u32,
+        req: ClientRequest,
+        at: u64,
+    },
 }
 
 #[derive(Debug)]
@@ -200,7 +208,14 @@ impl Sim {
                 transaction: true,
                 env: self.env(),
             };
-            (OpKind::Write { key, value, req: id }, req)
+            (
+                OpKind::Write {
+                    key,
+                    value,
+                    req: id,
+                },
+                req,
+            )
         } else {
             let level = match self.rng.below(4) {
                 0 => ReadLevel::Local,
@@ -246,8 +261,9 @@ impl Sim {
         self.tokens.insert(token, (Waiter::Client(i), op));
         self.history.ops[op].nodes.push(node);
         let describe = self.history.ops[op].describe();
-        self.trace
-            .event(self.now, || format!("client {i} -> node {node} attempt {attempt}: {describe}"));
+        self.trace.event(self.now, || {
+            format!("client {i} -> node {node} attempt {attempt}: {describe}")
+        });
         self.nodes
             .get_mut(&node)
             .and_then(|n| n.replica.as_mut())
@@ -300,7 +316,8 @@ impl Sim {
     fn finish(&mut self, i: usize, op: usize, outcome: Outcome) {
         self.history.complete(op, outcome, self.now);
         let describe = self.history.ops[op].describe();
-        self.trace.event(self.now, || format!("client {i} done: {describe}"));
+        self.trace
+            .event(self.now, || format!("client {i} done: {describe}"));
         let think = self.rng.between(0, self.params.think_ticks_max);
         self.clients[i].state = ClientState::Idle {
             next_at: self.now + think,
@@ -308,7 +325,12 @@ impl Sim {
     }
 
     /// A node answered client `i`'s current attempt.
-    pub(crate) fn client_reply(&mut self, i: usize, op: usize, result: Result<Response, RequestError>) {
+    pub(crate) fn client_reply(
+        &mut self,
+        i: usize,
+        op: usize,
+        result: Result<Response, RequestError>,
+    ) {
         let kind = self.history.ops[op].kind.clone();
         match kind {
             OpKind::Setup => match write_verdict(&result) {
@@ -317,7 +339,9 @@ impl Sim {
                     self.phase = Phase::Workload {
                         until: self.now + self.cfg.ticks,
                     };
-                    self.trace.event(self.now, || "tables created; workload and faults begin".into());
+                    self.trace.event(self.now, || {
+                        "tables created; workload and faults begin".into()
+                    });
                 }
                 WriteVerdict::Fail(why) => {
                     panic!("creating the tables failed: {why}");

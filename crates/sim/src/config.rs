@@ -141,9 +141,7 @@ pub struct Params {
 
 impl Params {
     pub(crate) fn draw(cfg: &SimConfig, rng: &mut SimRng) -> Params {
-        let nodes = cfg
-            .nodes
-            .unwrap_or(if rng.chance(0.2) { 5 } else { 3 });
+        let nodes = cfg.nodes.unwrap_or(if rng.chance(0.2) { 5 } else { 3 });
         let clients = rng.between(2, 5) as usize;
         let keys = rng.between(1, 4) as i64;
         let think_ticks_max = rng.between(0, 8);

@@ -71,10 +71,6 @@ impl Net {
         }
     }
 
-    pub(crate) fn is_cut(&self, from: u64, to: u64) -> bool {
-        self.partitions.iter().any(|p| p.cut.contains(&(from, to)))
-    }
-
     pub(crate) fn send(
         &mut self,
         now: u64,
@@ -233,9 +229,5 @@ impl Net {
         for link in self.links.values_mut() {
             link.slow = None;
         }
-    }
-
-    pub(crate) fn in_flight(&self) -> usize {
-        self.links.values().map(|l| l.queue.len()).sum()
     }
 }

@@ -38,7 +38,12 @@ pub(crate) struct SimNode {
 }
 
 impl SimNode {
-    pub(crate) fn new(id: u64, nodes: &[u64], dir: &std::path::Path, broken: Option<Broken>) -> Self {
+    pub(crate) fn new(
+        id: u64,
+        nodes: &[u64],
+        dir: &std::path::Path,
+        broken: Option<Broken>,
+    ) -> Self {
         SimNode {
             id,
             replica: None,

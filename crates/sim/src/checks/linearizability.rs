@@ -20,10 +20,13 @@ use std::collections::{BTreeMap, BTreeSet};
 /// trust, and would hide a bug).
 const STEP_BUDGET: u64 = 5_000_000;
 
+/// A read of one key: invoked, returned, the value seen, the op's id.
+type KeyRead = (u64, u64, Option<i64>, usize);
+
 /// Checks every key's history.
 pub fn check(history: &History, tick: u64) -> Vec<Violation> {
     let mut per_key: BTreeMap<i64, Vec<&Op>> = BTreeMap::new();
-    let mut reads: BTreeMap<i64, Vec<(u64, u64, Option<i64>, usize)>> = BTreeMap::new();
+    let mut reads: BTreeMap<i64, Vec<KeyRead>> = BTreeMap::new();
     for op in &history.ops {
         match (&op.kind, &op.outcome) {
             (OpKind::Write { key, .. }, _) => per_key.entry(*key).or_default().push(op),
@@ -84,27 +87,85 @@ pub fn check(history: &History, tick: u64) -> Vec<Violation> {
         }
         let verdict = lincheck::check::<Register>(&calls, STEP_BUDGET);
         if verdict != Verdict::Linearizable {
-            ids.sort_unstable();
-            let lines: Vec<String> = ids
+            let culprit = (verdict == Verdict::NotLinearizable)
+                .then(|| first_violation(&calls))
+                .flatten();
+            // The operations up to the culprit's return (all of them if
+            // there is none), in invocation order.
+            let until = culprit.map_or(u64::MAX, |c| calls[c].ret);
+            let mut shown: Vec<usize> = (0..calls.len())
+                .filter(|&c| calls[c].invoke <= until)
+                .collect();
+            shown.sort_by_key(|&c| calls[c].invoke);
+            let lines: Vec<String> = shown
                 .iter()
-                .map(|&id| format!("    {}", history.ops[id].describe()))
+                .map(|&c| {
+                    let mark = if Some(c) == culprit { "==> " } else { "    " };
+                    format!("{mark}{}", history.ops[ids[c]].describe())
+                })
                 .collect();
             out.push(Violation {
                 check: "linearizability",
                 tick,
                 detail: format!(
-                    "key {key}: {} ({} operations checked):\n{}",
+                    "key {key}: {} ({} operations checked){}:\n{}",
                     match verdict {
                         Verdict::NotLinearizable => "not linearizable",
                         _ => "checker gave up (history too ambiguous)",
                     },
                     calls.len(),
-                    tail(&lines, 60)
+                    culprit.map_or(String::new(), |c| format!(
+                        "; first impossible: op{}, marked ==>",
+                        ids[c]
+                    )),
+                    tail(&lines, 40)
                 ),
             });
         }
     }
     out
+}
+
+/// The operation whose return first makes the history non-linearizable:
+/// the history cut at a time is linearizable if the whole is, so a binary
+/// search over the return times finds the earliest cut that is not.
+fn first_violation(calls: &[Call<RegisterOp>]) -> Option<usize> {
+    let mut returns: Vec<(u64, usize)> = calls
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.ret != u64::MAX)
+        .map(|(i, c)| (c.ret, i))
+        .collect();
+    returns.sort_unstable();
+    let linearizable_until = |t: u64| {
+        let cut: Vec<Call<RegisterOp>> = calls
+            .iter()
+            .filter(|c| c.invoke <= t)
+            .filter_map(|c| match (c.ret <= t, c.op) {
+                (true, op) => Some(Call { op, ..*c }),
+                // Unfinished at the cut: a write may still take effect, a
+                // read has observed nothing yet.
+                (false, RegisterOp::Write(_)) => Some(Call {
+                    ret: u64::MAX,
+                    ..*c
+                }),
+                (false, RegisterOp::Read(_)) => None,
+            })
+            .collect();
+        lincheck::check::<Register>(&cut, STEP_BUDGET) == Verdict::Linearizable
+    };
+    let (mut lo, mut hi) = (0, returns.len());
+    // Invariant: the cut at returns[lo - 1] is linearizable (or lo == 0),
+    // the cut at returns[hi] is not (or hi == len).
+    while lo < hi {
+        let mid = (lo + hi) / 2;
+        if linearizable_until(returns[mid].0) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    returns.get(lo).map(|&(_, i)| i)
 }
 
 /// The last `n` lines (the end of a history is usually where it breaks).

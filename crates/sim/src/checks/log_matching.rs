@@ -33,13 +33,15 @@ impl LogMatching {
             let index = from + i as u64;
             match self.decided.get(index as usize) {
                 Some(reference) if *reference != e => {
-                    self.checked.insert(node, index);
+                    self.checked.insert(node, index + 1);
                     return Some(Violation {
                         check: "log_matching",
                         tick,
                         detail: format!(
-                            "node {node} decided a different entry at index {index}:\n    \
-                             {e:?}\n    first decided: {reference:?}"
+                            "node {node} decided a different entry at index {index}: {} \
+                             (first decided there: {})",
+                            summarize(&e),
+                            summarize(reference)
                         ),
                     });
                 }
@@ -55,4 +57,18 @@ impl LogMatching {
     pub fn on_restart(&mut self, node: u64) {
         self.checked.insert(node, 0);
     }
+}
+
+/// An entry in a line: its proposals' request ids and barriers.
+fn summarize(e: &Entry) -> String {
+    use paxsql_types::Proposal;
+    let parts: Vec<String> = e
+        .proposals
+        .iter()
+        .map(|p| match p {
+            Proposal::Write(w) => format!("write {}", w.id),
+            Proposal::Barrier(b) => format!("barrier n{}#{}", b.node.0, b.seq),
+        })
+        .collect();
+    format!("[{}]", parts.join(", "))
 }

@@ -30,12 +30,12 @@ pub fn check(history: &History, tick: u64) -> Vec<Violation> {
                 Some((k, _, _, w)) if k != key => {
                     Some(format!("a value written to key {k} by op{w}"))
                 }
-                Some((_, invoked, _, w)) if *invoked > op.return_seq() => {
-                    Some(format!("a value written by op{w}, invoked after the read returned"))
-                }
-                Some((_, _, true, w)) => {
-                    Some(format!("the value of op{w}, a write that definitely failed"))
-                }
+                Some((_, invoked, _, w)) if *invoked > op.return_seq() => Some(format!(
+                    "a value written by op{w}, invoked after the read returned"
+                )),
+                Some((_, _, true, w)) => Some(format!(
+                    "the value of op{w}, a write that definitely failed"
+                )),
                 _ => None,
             };
             if let Some(p) = problem {
