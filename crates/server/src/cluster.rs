@@ -20,13 +20,17 @@ pub struct ClusterArgs {
     /// The SQL engine: sqlite or postgres.
     #[arg(long, default_value = "sqlite")]
     engine: String,
-    /// With --engine postgres: the server the replicas live on.
-    #[arg(long)]
+    /// With --engine postgres: the server the replicas live on; each node
+    /// creates its database `paxsql_<cluster>_<node>_g<group>` there.
+    #[arg(long, value_name = "URL")]
     postgres_url: Option<String>,
+    /// The cluster's name (also names the PostgreSQL databases).
+    #[arg(long, default_value = "paxsql")]
+    cluster: String,
     /// Parent of every node's data dir (created if missing; reused if present).
     #[arg(long, default_value = "paxsql-cluster")]
     data_dir: PathBuf,
-    /// HTTP ports are BASE, BASE+1, ...; peer ports BASE+100, BASE+101, ...
+    /// HTTP ports are BASE, BASE+1, ...; peer ports BASE+100, ...; PostgreSQL ports BASE+200, ...
     #[arg(long, default_value_t = 4001)]
     base_port: u16,
     /// Let tests cut nodes off through /debug/isolate.
@@ -54,16 +58,12 @@ pub fn run(args: ClusterArgs) -> anyhow::Result<()> {
     if args.shards != 1 {
         bail!("--shards: only 1 shard group is available in this build");
     }
-    if args.engine != "sqlite" {
-        bail!(
-            "--engine {}: only sqlite is available in this build",
-            args.engine
-        );
-    }
-    let _ = &args.postgres_url;
+    let engine = engine_flags(&args.engine, args.postgres_url.as_deref(), &args.cluster)?;
     let http_port = |i: u64| args.base_port as u64 + i - 1;
     let peer_port = |i: u64| args.base_port as u64 + 100 + i - 1;
-    if peer_port(args.nodes) > u16::MAX as u64 {
+    // Each node's PostgreSQL port is its default, the HTTP port + 200.
+    let pg_port = |i: u64| http_port(i) + 200;
+    if pg_port(args.nodes) > u16::MAX as u64 {
         bail!(
             "--base-port {} leaves no room for {} nodes",
             args.base_port,
@@ -76,9 +76,10 @@ pub fn run(args: ClusterArgs) -> anyhow::Result<()> {
             peer: format!("127.0.0.1:{}", peer_port(i)),
         })
         .collect();
-    let mut nodes = start_nodes(&args.data_dir, &addrs, args.fault_injection)?;
+    let mut nodes = start_nodes_with(&args.data_dir, &addrs, args.fault_injection, &engine)?;
     let http: Vec<String> = addrs.into_iter().map(|a| a.http).collect();
-    print_banner(&http, &args.data_dir);
+    let pg: Vec<u64> = (1..=args.nodes).map(pg_port).collect();
+    print_banner(&http, &pg, &args.data_dir);
     supervise(&mut nodes)
 }
 
@@ -90,14 +91,50 @@ pub(crate) struct NodeAddrs {
     pub peer: String,
 }
 
-/// Starts node `i` (1-based) of `addrs` as a `paxsql node` process with
-/// data dir `dir/node-i` and log `dir/node-i.log`, then waits until every
-/// node answers `/readyz`. Dropping the result kills them (also `paxsql
-/// bench --local-cluster` uses this).
+/// The `paxsql node` flags that choose the engine (and name the cluster,
+/// which names the PostgreSQL databases).
+pub(crate) fn engine_flags(
+    engine: &str,
+    postgres_url: Option<&str>,
+    cluster: &str,
+) -> anyhow::Result<Vec<String>> {
+    let mut flags = vec!["--cluster".to_owned(), cluster.to_owned()];
+    match (engine, postgres_url) {
+        ("sqlite", None) => {}
+        ("sqlite", Some(_)) => bail!("--postgres-url is only used with --engine postgres"),
+        ("postgres", Some(url)) => flags.extend([
+            "--engine".to_owned(),
+            "postgres".to_owned(),
+            "--postgres-url".to_owned(),
+            url.to_owned(),
+        ]),
+        ("postgres", None) => bail!(
+            "--engine postgres needs --postgres-url, e.g. postgres://postgres@127.0.0.1:5432/postgres"
+        ),
+        (other, _) => bail!("--engine must be sqlite or postgres, not {other:?}"),
+    }
+    Ok(flags)
+}
+
+/// [`start_nodes`] with the default engine (SQLite).
 pub(crate) fn start_nodes(
     dir: &std::path::Path,
     addrs: &[NodeAddrs],
     fault_injection: bool,
+) -> anyhow::Result<Nodes> {
+    start_nodes_with(dir, addrs, fault_injection, &[])
+}
+
+/// Starts node `i` (1-based) of `addrs` as a `paxsql node` process with
+/// data dir `dir/node-i` and log `dir/node-i.log`, then waits until every
+/// node answers `/readyz`. Each node also gets the `extra` flags (see
+/// [`engine_flags`]). Dropping the result kills them (also `paxsql bench
+/// --local-cluster` uses this).
+pub(crate) fn start_nodes_with(
+    dir: &std::path::Path,
+    addrs: &[NodeAddrs],
+    fault_injection: bool,
+    extra: &[String],
 ) -> anyhow::Result<Nodes> {
     let peers: Vec<String> = addrs
         .iter()
@@ -128,6 +165,7 @@ pub(crate) fn start_nodes(
         if fault_injection {
             cmd.arg("--fault-injection").arg("true");
         }
+        cmd.args(extra);
         let child = cmd.spawn().with_context(|| format!("starting node {i}"))?;
         nodes.0.push((i, child));
     }
@@ -174,11 +212,17 @@ fn wait_ready(nodes: &mut Nodes, http: &[String], dir: &std::path::Path) -> anyh
     Ok(())
 }
 
-fn print_banner(http: &[String], dir: &std::path::Path) {
+fn print_banner(http: &[String], pg: &[u64], dir: &std::path::Path) {
     println!("paxsql cluster ready: {} nodes", http.len());
-    for (i, addr) in http.iter().enumerate() {
+    for (i, (addr, port)) in http.iter().zip(pg).enumerate() {
+        let listening = std::net::TcpStream::connect(("127.0.0.1", *port as u16)).is_ok();
+        let psql = if listening {
+            format!("psql -h 127.0.0.1 -p {port}")
+        } else {
+            format!("PostgreSQL port {port} was taken, see the log")
+        };
         println!(
-            "  node {}: http://{addr}  (log: {})",
+            "  node {}: http://{addr}  {psql}  (log: {})",
             i + 1,
             dir.join(format!("node-{}.log", i + 1)).display()
         );
@@ -190,6 +234,7 @@ fn print_banner(http: &[String], dir: &std::path::Path) {
     println!("  curl -XPOST 'http://{a}/db/execute' -H 'Content-Type: application/json' -d '[[\"INSERT INTO t (name) VALUES (?)\", \"fiona\"]]'");
     println!("  curl -G 'http://{a}/db/query' --data-urlencode 'q=SELECT * FROM t' --data-urlencode 'level=linearizable'");
     println!("  curl 'http://{a}/status'");
+    println!("  psql -h 127.0.0.1 -p {} -c 'SELECT * FROM t'", pg[0]);
     println!();
     println!("Ctrl-C stops the cluster; data stays in {}", dir.display());
 }

@@ -36,7 +36,8 @@ for one key`) and listed.
 4. With `--verify`, compare the replicas row by row ([`verify`]).
 5. Stop a local cluster, so the baseline does not share the CPU with idle
    nodes.
-6. With `--baseline sqlite`, run the identical workload against one local
+6. With `--baseline sqlite`, time the disk's fsync ([`disk`]; also done
+   before a local cluster's run) and run the identical workload against one local
    SQLite file, as durable as the cluster's log ([`baseline`] explains why
    its path is a fair one).
 7. Print the table; write `--json` and `--plot` ([`report`], [`plot`]).
@@ -47,6 +48,7 @@ costs except HTTP.
 */
 
 mod baseline;
+mod disk;
 mod http;
 mod local;
 mod plot;
@@ -207,6 +209,9 @@ struct Plan {
     progress: bool,
 }
 
+/// Appends + fdatasyncs timed before each run (see [`disk`]).
+const FSYNC_PROBE_ROUNDS: u64 = 200;
+
 /// Runs `paxsql bench`.
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     validate(&args)?;
@@ -244,8 +249,13 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         Some(c) => c.http().to_vec(),
         None => args.http.clone(),
     };
+    let fsync = match &local {
+        Some(c) => Some(disk::probe(c.dir(), FSYNC_PROBE_ROUNDS)?),
+        None => None,
+    };
     let cluster = rt.block_on(async {
-        let summary = cluster_run(&args, &spec, &plan, &nodes).await?;
+        let mut summary = cluster_run(&args, &spec, &plan, &nodes).await?;
+        summary.fsync = fsync;
         let verified = if args.verify {
             eprintln!("bench: comparing the replicas");
             Some(verify::verify(&nodes).await?)
@@ -270,7 +280,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             .prefix("paxsql-bench-baseline-")
             .tempdir_in(&parent)
             .with_context(|| format!("creating a directory in {}", parent.display()))?;
-        runs.push(rt.block_on(sqlite_run(&args, &spec, &plan, dir.path()))?);
+        let fsync = disk::probe(dir.path(), FSYNC_PROBE_ROUNDS)?;
+        let mut summary = rt.block_on(sqlite_run(&args, &spec, &plan, dir.path()))?;
+        summary.fsync = Some(fsync);
+        runs.push(summary);
     }
 
     // 7: the report.
@@ -348,12 +361,14 @@ fn validate(args: &BenchArgs) -> anyhow::Result<()> {
 
 fn title(args: &BenchArgs) -> String {
     let mut t = format!(
-        "paxsql bench: {:?}, {} clients, batch {}, {} B rows",
-        args.workload, args.concurrency, args.batch, args.row_size
-    )
-    .to_lowercase();
+        "paxsql bench: {}, {} clients, batch {}, {} B rows",
+        name(&args.workload),
+        args.concurrency,
+        args.batch,
+        args.row_size
+    );
     if args.workload != WorkloadKind::Insert {
-        t += &format!(", {} keys {:?}", args.keys, args.distribution).to_lowercase();
+        t += &format!(", {} keys {}", args.keys, name(&args.distribution));
         if args.distribution == Distribution::Zipfian {
             t += &format!(" θ={}", args.theta);
         }
@@ -362,6 +377,13 @@ fn title(args: &BenchArgs) -> String {
         t += &format!(", reads {}", args.level.name());
     }
     t
+}
+
+/// A flag value as the command line spells it.
+fn name(v: &impl ValueEnum) -> String {
+    v.to_possible_value()
+        .map(|p| p.get_name().to_owned())
+        .unwrap_or_default()
 }
 
 fn config(args: &BenchArgs, nodes: &[String]) -> Config {
@@ -375,7 +397,7 @@ fn config(args: &BenchArgs, nodes: &[String]) -> Config {
         concurrency: args.concurrency,
         batch: args.batch,
         warmup_s: args.warmup.as_secs_f64(),
-        duration_s: args.ops.is_none().then(|| args.duration.as_secs_f64()),
+        duration_s: args.ops.is_none().then_some(args.duration.as_secs_f64()),
         ops: args.ops,
         baseline: args.baseline,
         nodes: nodes.to_vec(),

@@ -133,6 +133,7 @@ fn throughput<DB: DrawingBackend>(
         .configure_mesh()
         .x_desc("seconds since measuring began")
         .y_desc("ops/s")
+        .y_label_formatter(&|v| format!("{v:.0}"))
         .label_style((FONT, 13))
         .draw()?;
     for (i, r) in runs.iter().enumerate() {

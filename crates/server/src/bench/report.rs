@@ -115,6 +115,24 @@ pub fn table(
             let _ = writeln!(out, "  {n:>9}  {kind}");
         }
     }
+    let probes: Vec<String> = runs
+        .iter()
+        .filter_map(|r| {
+            r.fsync.as_ref().map(|f| {
+                format!(
+                    "{}: append p50 {:.2} ms, overwrite p50 {:.2} ms",
+                    r.target, f.append_p50_ms, f.overwrite_p50_ms
+                )
+            })
+        })
+        .collect();
+    if !probes.is_empty() {
+        let _ = writeln!(
+            out,
+            "disk fdatasync of 4 KiB just before each run: {}",
+            probes.join("; ")
+        );
+    }
     if let Some(x) = ratios {
         let _ = writeln!(
             out,

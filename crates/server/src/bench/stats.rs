@@ -6,6 +6,7 @@
 //! operations are counted by kind; their latency would mix a 30 s timeout
 //! into the percentiles of the operations that worked.
 
+use super::disk::FsyncProbe;
 use super::workload::OpKind;
 use hdrhistogram::Histogram;
 use serde::Serialize;
@@ -139,7 +140,6 @@ impl Recorder {
             );
         }
         let batch = batch as u64;
-        let bucket_s = BUCKET.as_secs_f64();
         RunSummary {
             target,
             elapsed_s: elapsed.as_secs_f64(),
@@ -152,19 +152,33 @@ impl Recorder {
             latency_ms: Latency::of(&all),
             by_kind,
             errors_by_kind: self.errors.clone(),
-            timeline: self
-                .timeline
-                .iter()
-                .enumerate()
-                .map(|(i, &(ok, err))| TimelinePoint {
-                    t_s: (i + 1) as f64 * bucket_s,
-                    ok_per_s: ok as f64 / bucket_s,
-                    errors_per_s: err as f64 / bucket_s,
-                })
-                .collect(),
+            timeline: timeline(&self.timeline, elapsed),
             cdf: cdf(&all),
+            fsync: None,
         }
     }
+}
+
+/// Rates per bucket. The last bucket is usually cut short by the end of
+/// the run: its rate is over the time it covers, and a sliver of less than
+/// a fifth of a bucket is left out of the plot (its operations still count
+/// in the totals) rather than drawn as a misleading dip.
+fn timeline(buckets: &[(u64, u64)], elapsed: Duration) -> Vec<TimelinePoint> {
+    let bucket_s = BUCKET.as_secs_f64();
+    let elapsed_s = elapsed.as_secs_f64();
+    buckets
+        .iter()
+        .enumerate()
+        .filter_map(|(i, &(ok, err))| {
+            let start = i as f64 * bucket_s;
+            let width = (elapsed_s - start).min(bucket_s);
+            (width >= bucket_s / 5.0).then(|| TimelinePoint {
+                t_s: start + width,
+                ok_per_s: ok as f64 / width,
+                errors_per_s: err as f64 / width,
+            })
+        })
+        .collect()
 }
 
 fn per_s(n: u64, elapsed: Duration) -> f64 {
@@ -261,6 +275,9 @@ pub struct RunSummary {
     pub timeline: Vec<TimelinePoint>,
     /// `(latency_ms, fraction)` pairs, fraction rising from 0 to 1.
     pub cdf: Vec<(f64, f64)>,
+    /// The disk's fsync latency just before this run, where it was measured
+    /// (a local cluster or the baseline).
+    pub fsync: Option<FsyncProbe>,
 }
 
 #[cfg(test)]
