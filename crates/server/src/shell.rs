@@ -232,7 +232,7 @@ impl Session {
                    WHERE type IN ('table', 'view') AND name NOT GLOB 'sqlite_*' \
                    AND name NOT GLOB '_paxsql_*' ORDER BY name";
         let result = self.client.query(sql, &[], self.level)?;
-        Ok(column_lines(&result, "")?)
+        column_lines(&result, "")
     }
 
     /// `.schema [TABLE]`: the statements that created the user's tables,
@@ -250,7 +250,7 @@ impl Session {
         }
         sql.push_str(" ORDER BY rowid");
         let result = self.client.query(&sql, &params, self.level)?;
-        Ok(column_lines(&result, ";")?)
+        column_lines(&result, ";")
     }
 
     /// `.tables` and `.schema` read SQLite's catalogue.
