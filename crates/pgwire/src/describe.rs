@@ -24,8 +24,7 @@
 use crate::types::PgType;
 use sqlparser::ast::{
     BinaryOperator, CastKind, Expr, FromTable, FunctionArg, FunctionArgExpr, FunctionArguments,
-    LimitClause, Query, Select, SelectItem, SetExpr, Statement, TableObject, UnaryOperator,
-    Value,
+    LimitClause, Query, Select, SelectItem, SetExpr, Statement, TableObject, UnaryOperator, Value,
 };
 use sqlparser::dialect::SQLiteDialect;
 use sqlparser::parser::Parser;
@@ -58,7 +57,9 @@ impl Rule {
             Rule::Arith(a, b) => {
                 let (a, b) = (a.resolve(probe)?, b.resolve(probe)?);
                 match (a, b) {
-                    (PgType::Int8 | PgType::Bool, PgType::Int8 | PgType::Bool) => Some(PgType::Int8),
+                    (PgType::Int8 | PgType::Bool, PgType::Int8 | PgType::Bool) => {
+                        Some(PgType::Int8)
+                    }
                     (PgType::Float8, PgType::Int8 | PgType::Float8 | PgType::Bool)
                     | (PgType::Int8 | PgType::Bool, PgType::Float8) => Some(PgType::Float8),
                     _ => None,
@@ -286,7 +287,11 @@ impl Builder {
         } else {
             self.refs.join(", ")
         };
-        let with = self.with.as_deref().map(|w| format!("{w} ")).unwrap_or_default();
+        let with = self
+            .with
+            .as_deref()
+            .map(|w| format!("{w} "))
+            .unwrap_or_default();
         Some(format!("{with}SELECT {cols} {from} LIMIT 0"))
     }
 
@@ -344,7 +349,7 @@ impl Builder {
                 _ => opaque = true,
             }
         }
-        if !opaque && self.from.is_some() || !opaque && !names.is_empty() {
+        if !opaque {
             plan.names = Some(names);
             plan.column_rules = Some(rules);
         }
@@ -581,8 +586,7 @@ impl Builder {
                 kind: CastKind::Cast | CastKind::DoubleColon,
                 data_type,
                 ..
-            } => PgType::from_decltype(&data_type.to_string())
-                .map_or(Rule::Unknown, Rule::Known),
+            } => PgType::from_decltype(&data_type.to_string()).map_or(Rule::Unknown, Rule::Known),
             Expr::Case {
                 conditions,
                 else_result,
@@ -615,15 +619,16 @@ impl Builder {
             | "last_insert_rowid" | "random" | "row_number" | "rank" | "dense_rank" | "ntile"
             | "unixepoch" | "sign" => known(PgType::Int8),
             "avg" | "total" | "julianday" | "percent_rank" | "cume_dist" | "pi" | "sqrt"
-            | "exp" | "ln" | "log" | "log10" | "log2" | "pow" | "power" | "sin" | "cos"
-            | "tan" | "asin" | "acos" | "atan" | "atan2" | "degrees" | "radians" | "ceil"
-            | "ceiling" | "floor" | "trunc" | "round" => known(PgType::Float8),
-            "lower" | "upper" | "trim" | "ltrim" | "rtrim" | "substr" | "substring"
-            | "replace" | "typeof" | "quote" | "hex" | "printf" | "format" | "group_concat"
-            | "string_agg" | "date" | "time" | "datetime" | "strftime" | "timediff"
-            | "sqlite_version" | "char" | "concat" | "concat_ws" | "json" | "json_object"
-            | "json_array" | "json_group_array" | "json_group_object" | "json_quote"
-            | "json_type" | "soundex" => known(PgType::Text),
+            | "exp" | "ln" | "log" | "log10" | "log2" | "pow" | "power" | "sin" | "cos" | "tan"
+            | "asin" | "acos" | "atan" | "atan2" | "degrees" | "radians" | "ceil" | "ceiling"
+            | "floor" | "trunc" | "round" => known(PgType::Float8),
+            "lower" | "upper" | "trim" | "ltrim" | "rtrim" | "substr" | "substring" | "replace"
+            | "typeof" | "quote" | "hex" | "printf" | "format" | "group_concat" | "string_agg"
+            | "date" | "time" | "datetime" | "strftime" | "timediff" | "sqlite_version"
+            | "char" | "concat" | "concat_ws" | "json" | "json_object" | "json_array"
+            | "json_group_array" | "json_group_object" | "json_quote" | "json_type" | "soundex" => {
+                known(PgType::Text)
+            }
             "randomblob" | "zeroblob" | "unhex" | "jsonb" => known(PgType::Bytea),
             "max" | "min" | "coalesce" | "ifnull" | "nullif" | "sum" | "abs" | "likely"
             | "unlikely" | "likelihood" => {
@@ -693,9 +698,9 @@ fn pg_name(e: &Expr) -> Option<String> {
                 other => other.to_string(),
             })
             .unwrap_or_else(|| "?column?".into()),
-        Expr::Nested(inner) => return pg_name(inner).or_else(|| Some(ident_name(inner)?)),
+        Expr::Nested(inner) => return pg_name(inner).or_else(|| ident_name(inner)),
         Expr::Cast { expr, .. } => {
-            return pg_name(expr).or_else(|| Some(ident_name(expr)?));
+            return pg_name(expr).or_else(|| ident_name(expr));
         }
         Expr::Case { .. } => "case".into(),
         Expr::Exists { .. } => "exists".into(),
@@ -721,7 +726,8 @@ mod tests {
 
     #[test]
     fn expression_columns_get_pg_names_and_rules() {
-        let p = plan("SELECT id, count(*), max(bal), bal + 1.5, name AS n, 1 = 1 FROM t WHERE id = $1");
+        let p =
+            plan("SELECT id, count(*), max(bal), bal + 1.5, name AS n, 1 = 1 FROM t WHERE id = $1");
         assert_eq!(p.shape, Shape::Query);
         assert_eq!(
             p.names.clone().unwrap(),

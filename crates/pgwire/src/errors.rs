@@ -24,21 +24,28 @@
 use paxsql_types::RequestError;
 use pgwire::error::{ErrorInfo, PgWireError};
 
+/// An error to send: boxed, as `ErrorInfo` is large.
+pub(crate) type Fail = Box<ErrorInfo>;
+
 /// An `ERROR`-severity message.
-pub(crate) fn error(code: &str, message: impl Into<String>) -> ErrorInfo {
-    ErrorInfo::new("ERROR".to_owned(), code.to_owned(), message.into())
+pub(crate) fn error(code: &str, message: impl Into<String>) -> Fail {
+    Box::new(ErrorInfo::new(
+        "ERROR".to_owned(),
+        code.to_owned(),
+        message.into(),
+    ))
 }
 
 /// The same, with a hint.
-pub(crate) fn error_hint(code: &str, message: impl Into<String>, hint: &str) -> ErrorInfo {
+pub(crate) fn error_hint(code: &str, message: impl Into<String>, hint: &str) -> Fail {
     let mut e = error(code, message);
     e.hint = Some(hint.to_owned());
     e
 }
 
 /// As a pgwire error (what handlers return).
-pub(crate) fn pg(e: ErrorInfo) -> PgWireError {
-    PgWireError::UserError(Box::new(e))
+pub(crate) fn pg(e: Fail) -> PgWireError {
+    PgWireError::UserError(e)
 }
 
 /// The SQLSTATE for a SQLite (or paxsql) error message.
@@ -71,7 +78,9 @@ pub(crate) fn sqlstate(msg: &str) -> &'static str {
         "25006"
     } else if has("parameter count") || has("invalid parameter") {
         "42P02"
-    } else if has("not allowed") || has("is not supported") || has("cannot be fixed before")
+    } else if has("not allowed")
+        || has("is not supported")
+        || has("cannot be fixed before")
         || has("ambiguous")
     {
         "0A000"
@@ -81,12 +90,12 @@ pub(crate) fn sqlstate(msg: &str) -> &'static str {
 }
 
 /// A statement's error from the engine.
-pub(crate) fn engine(msg: &str) -> ErrorInfo {
+pub(crate) fn engine(msg: &str) -> Fail {
     error(sqlstate(msg), msg)
 }
 
 /// A request the cluster could not serve.
-pub(crate) fn request(e: &RequestError) -> ErrorInfo {
+pub(crate) fn request(e: &RequestError) -> Fail {
     match e {
         RequestError::BadRequest(m) => error(sqlstate(m), m.clone()),
         RequestError::Unavailable(m) => error_hint(

@@ -1,1 +1,404 @@
-//! placeholder
+//! paxsql's PostgreSQL wire protocol: psql, PostgreSQL drivers and pgbench
+//! talk to any node. The framing is the `pgwire` crate's; this crate decides
+//! what each statement means for a replicated SQLite database.
+//!
+//! SQL arriving here is run as **SQLite SQL** (the node's engine). `$1`,
+//! `$2`, ... parameters are bound by number, so they may repeat and appear in
+//! any order.
+//!
+//! # What is supported
+//!
+//! - **Simple query protocol**, several statements in one query. Consecutive
+//!   writes in one query commit together as one log entry (one transaction);
+//!   a read between them commits the writes before it. The first error stops
+//!   the query, as in PostgreSQL.
+//! - **Extended query protocol**: Parse/Bind/Describe/Execute/Close/Sync/Flush,
+//!   named and unnamed statements and portals, `max_rows` (portal
+//!   suspension), text and binary formats for parameters and results.
+//!   `Describe` lists every parameter with a type and the result columns, and
+//!   `Execute` encodes exactly those types (see [`describe`](crate) below).
+//!   A Bind whose parameter count does not match is refused with `08P01`.
+//! - **Types**: each result column is `int8`, `float8`, `bool`, `text` or
+//!   `bytea`, chosen from SQLite's declared column type by SQLite's affinity
+//!   rules, or for an expression from its shape (`count(*)` is `int8`,
+//!   `max(x)` has `x`'s type, comparisons are `bool`, ...), else `text`.
+//!   Parameters take the type of the column they are compared with,
+//!   inserted into or assigned to (`CAST($1 AS INTEGER)` forces one);
+//!   otherwise `text`. Clients may declare parameter types themselves (`int2`,
+//!   `int4`, `int8`, `float4`, `float8`, `numeric` (text format), `bool`,
+//!   `text`, `varchar`, `bytea`, `uuid`, `json`, `jsonb`; others as text).
+//!   Unnamed expressions are named as PostgreSQL names them (`count`,
+//!   `?column?`).
+//! - **Command tags**: `INSERT 0 n`, `UPDATE n`, `DELETE n`, `SELECT n`,
+//!   `CREATE TABLE`, `DROP INDEX`, `BEGIN`, `COMMIT`, `SET`, ...
+//! - **Errors** as `ErrorResponse` with a SQLSTATE mapped from SQLite's
+//!   message (see `errors`): `42601` syntax, `42P01` no such table, `23505`
+//!   unique violation, ..., and `08006` when the cluster has no quorum or the
+//!   request timed out (the write's outcome is unknown).
+//! - **Writes** go through [`Db::write`] — the node's log, with the same
+//!   routing, deduplication and determinism rules as HTTP writes.
+//! - **Reads** run at the session's level: `SET paxsql.read_level =
+//!   'local' | 'leader' | 'linearizable'` (rqlite's `none`/`weak`/`strong`
+//!   too), or `-c paxsql.read_level=local` in the startup `options`
+//!   (`PGOPTIONS`). The default is `linearizable`. `SHOW paxsql.read_level`.
+//! - **Transactions**: `BEGIN` (`START TRANSACTION`) ... `COMMIT` (`END`)
+//!   buffers the writes and commits them atomically as **one** log entry at
+//!   `COMMIT`; `ROLLBACK` (`ABORT`) discards them. Each buffered write is
+//!   compiled at once (SQLite's `EXPLAIN`, which runs nothing), so a syntax
+//!   error or a missing table fails at the statement; but its tag reports 0
+//!   rows (it has not run yet), `RETURNING` is refused, and if a statement
+//!   fails when it runs at `COMMIT` (a constraint), the whole transaction is
+//!   rolled back and `COMMIT` answers with that statement's error. Reads inside a
+//!   transaction are served normally **until its first write**; a read after
+//!   a write in the same transaction is refused (`0A000`) rather than
+//!   answered without the transaction's own writes. Reads are not a
+//!   snapshot: each sees the latest state at the session's level. Any error
+//!   aborts the transaction (`25P02` until `ROLLBACK`/`COMMIT`), as in
+//!   PostgreSQL.
+//! - **Session parameters**: `SET`/`RESET`/`SHOW` of any parameter;
+//!   `client_encoding` (UTF8 only), `standard_conforming_strings` (on only)
+//!   and `extra_float_digits` are checked, `DateStyle`, `TimeZone`,
+//!   `application_name`, ... are stored and reported back
+//!   (`ParameterStatus`). `SET TRANSACTION ...` is accepted and ignored.
+//! - **Catalog**: psql's `\dt`, `\d`, `\d table` (and their `+` forms) are
+//!   answered from SQLite's schema; `SELECT version()`, `current_database()`,
+//!   `current_schema()`, `current_user` work. See `catalog`.
+//! - **Authentication**: trust (default), or one password for every user,
+//!   cleartext or MD5 ([`Auth`]). No TLS: an SSL request is answered "no",
+//!   so `sslmode=prefer` (the default) connects in clear text.
+//! - **Bad input**: garbage bytes, an unsupported protocol version, or an
+//!   unknown message type get a `FATAL` `ErrorResponse` and the connection is
+//!   closed; every connection is its own task, so others keep working.
+//!
+//! # What is not supported
+//!
+//! `COPY`, `LISTEN`/`NOTIFY`, savepoints, two-phase commit, SQL-level
+//! `PREPARE`/`EXECUTE`, cursors (`DECLARE`), cancel requests (accepted and
+//! ignored), TLS, SCRAM, PostgreSQL-only syntax (`::` casts, `SERIAL`,
+//! arrays, `ON CONFLICT ... DO UPDATE` works only in SQLite's form), types
+//! other than the five above in results (dates are `text`), and catalog
+//! queries other than those listed. Statements of one extended-protocol
+//! batch (before `Sync`) are not an implicit transaction: each commits on
+//! its own.
+
+mod auth;
+mod backend;
+mod catalog;
+mod describe;
+mod errors;
+mod session;
+mod sqltext;
+mod types;
+
+pub use auth::Auth;
+
+use backend::{Core, Handler};
+use futures::{SinkExt, StreamExt};
+use paxsql_types::{ReadLevel, RequestError, Response, Statement};
+use pgwire::api::{ClientInfo, NoopHandler, PgWireConnectionState, PgWireServerHandlers};
+use pgwire::messages::PgWireBackendMessage;
+use pgwire::tokio::server::{negotiate_tls, process_error, process_message};
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+
+/// The database as this crate needs it: writes through the log, reads at a
+/// level. Implemented for [`paxsql_node::NodeHandle`].
+pub trait Db: Send + Sync + 'static {
+    /// Runs statements through the log (all or nothing with `transaction`).
+    fn write(
+        &self,
+        stmts: Vec<Statement>,
+        transaction: bool,
+    ) -> impl Future<Output = Result<Response, RequestError>> + Send;
+
+    /// Runs read-only statements at a level.
+    fn read(
+        &self,
+        stmts: Vec<Statement>,
+        level: ReadLevel,
+    ) -> impl Future<Output = Result<Response, RequestError>> + Send;
+}
+
+impl Db for paxsql_node::NodeHandle {
+    fn write(
+        &self,
+        stmts: Vec<Statement>,
+        transaction: bool,
+    ) -> impl Future<Output = Result<Response, RequestError>> + Send {
+        paxsql_node::NodeHandle::write(self, stmts, transaction, None)
+    }
+
+    fn read(
+        &self,
+        stmts: Vec<Statement>,
+        level: ReadLevel,
+    ) -> impl Future<Output = Result<Response, RequestError>> + Send {
+        paxsql_node::NodeHandle::read(self, stmts, level)
+    }
+}
+
+/// How the listener behaves.
+#[derive(Clone, Debug)]
+pub struct PgConfig {
+    /// How clients authenticate.
+    pub auth: Auth,
+    /// Connections served at once; more are refused with `53300`.
+    pub connections_max: usize,
+    /// How long a client may take to finish startup and authentication.
+    pub startup_timeout: Duration,
+}
+
+impl Default for PgConfig {
+    fn default() -> Self {
+        PgConfig {
+            auth: Auth::Trust,
+            connections_max: 512,
+            startup_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The `server_version` paxsql reports: PostgreSQL 15's protocol and the
+/// psql 15 catalog queries are what it emulates.
+pub const SERVER_VERSION: &str = "15.0";
+
+/// The text of `SELECT version()`.
+pub fn version_text() -> String {
+    format!(
+        "PostgreSQL {SERVER_VERSION} (paxsql {}, a replicated SQLite database; SQL is SQLite's)",
+        env!("CARGO_PKG_VERSION")
+    )
+}
+
+struct Handlers<D> {
+    handler: Arc<Handler<D>>,
+    startup: Arc<auth::Startup<D>>,
+}
+
+impl<D: Db> PgWireServerHandlers for Handlers<D> {
+    fn simple_query_handler(&self) -> Arc<impl pgwire::api::query::SimpleQueryHandler> {
+        Arc::clone(&self.handler)
+    }
+
+    fn extended_query_handler(&self) -> Arc<impl pgwire::api::query::ExtendedQueryHandler> {
+        Arc::clone(&self.handler)
+    }
+
+    fn startup_handler(&self) -> Arc<impl pgwire::api::auth::StartupHandler> {
+        Arc::clone(&self.startup)
+    }
+}
+
+/// Serves the PostgreSQL protocol on `listener` until `shutdown` resolves.
+pub async fn serve<D: Db>(
+    listener: TcpListener,
+    db: D,
+    config: PgConfig,
+    shutdown: impl Future<Output = ()>,
+) {
+    let server_params = vec![
+        ("server_version".to_owned(), SERVER_VERSION.to_owned()),
+        ("server_encoding".to_owned(), "UTF8".to_owned()),
+        ("client_encoding".to_owned(), "UTF8".to_owned()),
+        ("DateStyle".to_owned(), "ISO, MDY".to_owned()),
+        ("IntervalStyle".to_owned(), "postgres".to_owned()),
+        ("TimeZone".to_owned(), "UTC".to_owned()),
+        ("integer_datetimes".to_owned(), "on".to_owned()),
+        ("standard_conforming_strings".to_owned(), "on".to_owned()),
+        ("is_superuser".to_owned(), "on".to_owned()),
+        ("default_transaction_read_only".to_owned(), "off".to_owned()),
+        ("in_hot_standby".to_owned(), "off".to_owned()),
+    ];
+    let core = Arc::new(Core::new(db, server_params));
+    let handlers = Arc::new(Handlers {
+        handler: Arc::new(Handler::new(Arc::clone(&core))),
+        startup: Arc::new(auth::Startup::new(&config.auth, core)),
+    });
+    let open = Arc::new(AtomicUsize::new(0));
+    tokio::pin!(shutdown);
+    loop {
+        let (socket, peer) = tokio::select! {
+            _ = &mut shutdown => return,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off, keep serving.
+                    tracing::warn!(error = %e, "accepting a PostgreSQL connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let handlers = Arc::clone(&handlers);
+        let open = Arc::clone(&open);
+        let config = config.clone();
+        tokio::spawn(async move {
+            if open.fetch_add(1, Ordering::AcqRel) >= config.connections_max {
+                refuse(socket, config.connections_max).await;
+            } else if let Err(e) = connection(socket, handlers, config.startup_timeout).await {
+                tracing::debug!(%peer, error = %e, "PostgreSQL connection ended with an error");
+            }
+            open.fetch_sub(1, Ordering::AcqRel);
+        });
+    }
+}
+
+async fn refuse(socket: TcpStream, max: usize) {
+    use tokio::io::AsyncWriteExt;
+    let mut e = errors::error("53300", format!("sorry, too many clients already ({max})"));
+    e.severity = "FATAL".into();
+    let mut buf = bytes::BytesMut::new();
+    if PgWireBackendMessage::ErrorResponse((*e).into())
+        .encode(&mut buf)
+        .is_ok()
+    {
+        let mut socket = socket;
+        let _ = socket.write_all(&buf).await;
+    }
+}
+
+/// One connection: pgwire's message loop, except that a message that cannot
+/// be decoded (garbage, an unknown protocol version or message type) gets a
+/// `FATAL` error before the connection closes, instead of a silent close.
+async fn connection<D: Db>(
+    socket: TcpStream,
+    handlers: Arc<Handlers<D>>,
+    startup_timeout: Duration,
+) -> std::io::Result<()> {
+    let startup_deadline = tokio::time::Instant::now() + startup_timeout;
+    let mut socket = socket;
+    match tokio::time::timeout_at(startup_deadline, unsupported_version(&socket)).await {
+        Ok(Some((info, len))) => {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            // Read the packet first: closing with unread bytes resets the
+            // connection, and the client might not see the error.
+            let mut packet = vec![0u8; len];
+            let read = tokio::time::timeout_at(startup_deadline, socket.read_exact(&mut packet));
+            if !matches!(read.await, Ok(Ok(_))) {
+                return Ok(());
+            }
+            let mut buf = bytes::BytesMut::new();
+            if PgWireBackendMessage::ErrorResponse((*info).into())
+                .encode(&mut buf)
+                .is_ok()
+            {
+                socket.write_all(&buf).await?;
+            }
+            return Ok(());
+        }
+        Ok(None) => {}
+        Err(_) => return Ok(()),
+    }
+    let Ok(negotiated) =
+        tokio::time::timeout_at(startup_deadline, negotiate_tls(socket, None)).await
+    else {
+        return Ok(());
+    };
+    let Some(mut socket) = negotiated? else {
+        return Ok(());
+    };
+    let startup = handlers.startup_handler();
+    let simple = handlers.simple_query_handler();
+    let extended = handlers.extended_query_handler();
+    let copy = Arc::new(NoopHandler);
+    let cancel = Arc::new(NoopHandler);
+    loop {
+        let in_startup = matches!(
+            socket.state(),
+            PgWireConnectionState::AwaitingStartup
+                | PgWireConnectionState::AuthenticationInProgress
+        );
+        let next = if in_startup {
+            match tokio::time::timeout_at(startup_deadline, socket.next()).await {
+                Ok(m) => m,
+                Err(_) => return Ok(()),
+            }
+        } else {
+            socket.next().await
+        };
+        let msg = match next {
+            None => return Ok(()),
+            Some(Ok(m)) => m,
+            Some(Err(e)) => {
+                let info = undecodable(&e, in_startup);
+                socket
+                    .send(PgWireBackendMessage::ErrorResponse((*info).into()))
+                    .await?;
+                return Ok(());
+            }
+        };
+        if matches!(msg, pgwire::messages::PgWireFrontendMessage::Terminate(_)) {
+            return Ok(());
+        }
+        let is_cancel = matches!(
+            msg,
+            pgwire::messages::PgWireFrontendMessage::CancelRequest(_)
+        );
+        let extended_msg = msg.is_extended_query();
+        if let Err(e) = process_message(
+            msg,
+            &mut socket,
+            Arc::clone(&startup),
+            Arc::clone(&simple),
+            Arc::clone(&extended),
+            Arc::clone(&copy),
+            Arc::clone(&cancel),
+        )
+        .await
+        {
+            let fatal = e.is_fatal();
+            process_error(&mut socket, e, extended_msg).await?;
+            if fatal {
+                return Ok(());
+            }
+        }
+        if is_cancel {
+            return Ok(());
+        }
+    }
+}
+
+/// Looks at the first packet without consuming it: a startup packet for a
+/// protocol other than 3.x gets PostgreSQL's own refusal (pgwire would only
+/// drop the connection).
+async fn unsupported_version(socket: &TcpStream) -> Option<(errors::Fail, usize)> {
+    let mut head = [0u8; 8];
+    loop {
+        let n = socket.peek(&mut head).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        if n >= head.len() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]);
+    let major = u16::from_be_bytes([head[4], head[5]]);
+    let minor = u16::from_be_bytes([head[6], head[7]]);
+    // 1234.x are the SSL, GSSAPI and cancel requests.
+    if !(8..=10_000).contains(&len) || major == 3 || major == 1234 || major >= 100 {
+        return None;
+    }
+    let mut info = errors::error(
+        "0A000",
+        format!("unsupported frontend protocol {major}.{minor}: server supports 3.0 to 3.2"),
+    );
+    info.severity = "FATAL".into();
+    Some((info, len as usize))
+}
+
+/// The error for bytes that are not a PostgreSQL message.
+fn undecodable(e: &pgwire::error::PgWireError, in_startup: bool) -> errors::Fail {
+    let what = if in_startup {
+        "invalid startup packet"
+    } else {
+        "invalid frontend message"
+    };
+    let mut info = errors::error("08P01", format!("{what}: {e}"));
+    info.severity = "FATAL".into();
+    info
+}

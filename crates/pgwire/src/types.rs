@@ -62,25 +62,12 @@ impl PgType {
             PgType::Float8
         } else if d.starts_with("BOOL") {
             PgType::Bool
-        } else if d.starts_with("NUMERIC") || d.starts_with("DECIMAL") || d.starts_with("NUMBER")
-        {
+        } else if d.starts_with("NUMERIC") || d.starts_with("DECIMAL") || d.starts_with("NUMBER") {
             PgType::Float8
         } else {
             // DATE, DATETIME, TIMESTAMP, TIME, JSON, UUID, ...: NUMERIC affinity
             // in SQLite, but their values are almost always text.
             PgType::Text
-        })
-    }
-
-    /// The type a client named by OID, for decoding its parameters.
-    pub fn from_oid(oid: u32) -> Option<PgType> {
-        let t = Type::from_oid(oid)?;
-        Some(match t {
-            Type::BOOL => PgType::Bool,
-            Type::INT2 | Type::INT4 | Type::INT8 | Type::OID => PgType::Int8,
-            Type::FLOAT4 | Type::FLOAT8 | Type::NUMERIC => PgType::Float8,
-            Type::BYTEA => PgType::Bytea,
-            _ => PgType::Text,
         })
     }
 }
@@ -260,7 +247,9 @@ fn decode_text(text: &str, ty: &Type) -> Result<Value, (&'static str, String)> {
         Type::INT2 | Type::INT4 | Type::INT8 | Type::OID => {
             Value::Integer(text.trim().parse().map_err(|_| invalid(ty.name()))?)
         }
-        Type::FLOAT4 | Type::FLOAT8 => Value::Real(parse_float(text).ok_or_else(|| invalid(ty.name()))?),
+        Type::FLOAT4 | Type::FLOAT8 => {
+            Value::Real(parse_float(text).ok_or_else(|| invalid(ty.name()))?)
+        }
         Type::NUMERIC => match text.trim().parse::<i64>() {
             Ok(i) => Value::Integer(i),
             Err(_) => Value::Real(parse_float(text).ok_or_else(|| invalid("numeric"))?),
@@ -286,7 +275,7 @@ fn parse_float(text: &str) -> Option<f64> {
 fn parse_bytea(text: &str) -> Option<Vec<u8>> {
     if let Some(hex) = text.strip_prefix("\\x") {
         let hex: Vec<u8> = hex.bytes().filter(|c| !c.is_ascii_whitespace()).collect();
-        if hex.len() % 2 != 0 {
+        if !hex.len().is_multiple_of(2) {
             return None;
         }
         return hex
@@ -401,7 +390,10 @@ mod tests {
         assert_eq!(PgType::from_decltype("bigint"), Some(PgType::Int8));
         assert_eq!(PgType::from_decltype("varchar(20)"), Some(PgType::Text));
         assert_eq!(PgType::from_decltype("BLOB"), Some(PgType::Bytea));
-        assert_eq!(PgType::from_decltype("double precision"), Some(PgType::Float8));
+        assert_eq!(
+            PgType::from_decltype("double precision"),
+            Some(PgType::Float8)
+        );
         assert_eq!(PgType::from_decltype("BOOLEAN"), Some(PgType::Bool));
         assert_eq!(PgType::from_decltype("DECIMAL(10,2)"), Some(PgType::Float8));
         assert_eq!(PgType::from_decltype("DATETIME"), Some(PgType::Text));
@@ -445,7 +437,10 @@ mod tests {
             decode_param(Some(&3i32.to_be_bytes()), Type::INT4.oid(), true).unwrap(),
             Value::Integer(3)
         );
-        assert_eq!(decode_param(Some(b"x"), int8, false).unwrap_err().0, "22P02");
+        assert_eq!(
+            decode_param(Some(b"x"), int8, false).unwrap_err().0,
+            "22P02"
+        );
         assert_eq!(
             decode_param(Some(b"hi"), 0, false).unwrap(),
             Value::Text("hi".into())

@@ -284,6 +284,12 @@ impl SqlEngine for SqliteEngine {
     }
 
     fn query(&mut self, stmts: &[Statement]) -> Vec<StmtResult> {
+        // The read connection notices a schema change only when it next
+        // steps a statement; column names are read before that. Stepping a
+        // tiny statement first makes it reload the schema now.
+        let _ = self
+            .read
+            .query_row("PRAGMA schema_version", [], |r| r.get::<_, i64>(0));
         stmts
             .iter()
             .map(|s| {
