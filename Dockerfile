@@ -11,6 +11,6 @@ RUN apt-get update && apt-get install -y --no-install-recommends curl ca-certifi
     && rm -rf /var/lib/apt/lists/*
 COPY --from=build /src/target/release/paxsql /usr/local/bin/paxsql
 VOLUME /data
-EXPOSE 4001 4101
+EXPOSE 4001 4101 4201
 ENTRYPOINT ["paxsql"]
 CMD ["node", "--help"]
