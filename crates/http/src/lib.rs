@@ -203,10 +203,7 @@ pub fn router<D: Db>(db: D, limits: Limits) -> Router {
             "/db/load",
             post(kv::load::<D>).fallback(wrong_method("POST")),
         )
-        .route(
-            "/kv",
-            get(kv::list::<D>).fallback(wrong_method("GET")),
-        )
+        .route("/kv", get(kv::list::<D>).fallback(wrong_method("GET")))
         .route(
             "/kv/{*key}",
             get(kv::get_one::<D>)

@@ -1013,7 +1013,10 @@ async fn unknown_path_is_404_json() {
     let msg = get(&db, "/db/nothing")
         .await
         .expect_error(StatusCode::NOT_FOUND);
-    assert!(msg.starts_with("no such endpoint: GET /db/nothing"), "{msg}");
+    assert!(
+        msg.starts_with("no such endpoint: GET /db/nothing"),
+        "{msg}"
+    );
 }
 
 #[tokio::test]

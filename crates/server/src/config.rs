@@ -29,10 +29,20 @@ pub struct NodeArgs {
     #[arg(long, value_name = "HOST:PORT")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub http: Option<String>,
-    /// The PostgreSQL wire protocol's address (not available yet).
+    /// The PostgreSQL wire protocol's address, or `off`. Default: the HTTP
+    /// host with the HTTP port + 200 (4201 for 4001), skipped with a warning
+    /// if that port is taken.
     #[arg(long, value_name = "HOST:PORT")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pg: Option<String>,
+    /// A password PostgreSQL clients must give (any user name); default: none (trust).
+    #[arg(long, value_name = "PASSWORD")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pg_password: Option<String>,
+    /// How --pg-password is asked for: md5 (default) or cleartext.
+    #[arg(long, value_name = "md5|cleartext")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pg_auth: Option<String>,
     /// Where the log and the database files live; created if missing.
     #[arg(long, value_name = "DIR")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -68,6 +78,32 @@ pub struct NodeSettings {
     pub data_dir: PathBuf,
     pub cluster: String,
     pub fault_injection: bool,
+    /// The PostgreSQL listener's address; `None` when off.
+    pub pg: Option<String>,
+    /// Whether `pg` is the default derived from `http` (a taken port is then
+    /// a warning, not an error).
+    #[serde(skip)]
+    pub pg_derived: bool,
+    /// How PostgreSQL clients authenticate (the password is never printed).
+    #[serde(skip)]
+    pub pg_auth: paxsql_pgwire::Auth,
+    /// The SQL engine: `sqlite` or `postgres`.
+    pub engine: String,
+    /// With `postgres`: the server's URL (not printed: it may hold a password).
+    #[serde(skip)]
+    pub postgres_url: Option<String>,
+}
+
+impl NodeSettings {
+    /// The engine the node's replicas run on.
+    pub fn engine_choice(&self) -> paxsql_node::EngineChoice {
+        match &self.postgres_url {
+            Some(url) if self.engine == "postgres" => {
+                paxsql_node::EngineChoice::Postgres { url: url.clone() }
+            }
+            _ => paxsql_node::EngineChoice::Sqlite,
+        }
+    }
 }
 
 impl NodeArgs {
@@ -94,27 +130,55 @@ impl NodeArgs {
             bail!("--id must be 1 or more");
         }
         let peers = parse_peers(self.peers.as_deref().context("--peers is required")?)?;
-        if let Some(engine) = self.engine.as_deref() {
-            match engine {
-                "sqlite" => {}
-                "postgres" => bail!("--engine postgres is not available in this build yet"),
-                other => bail!("--engine must be sqlite or postgres, not {other:?}"),
+        let engine = self.engine.unwrap_or_else(|| "sqlite".into());
+        match (engine.as_str(), &self.postgres_url) {
+            ("sqlite", None) | ("postgres", Some(_)) => {}
+            ("sqlite", Some(_)) => {
+                bail!("--postgres-url is only used with --engine postgres")
             }
+            ("postgres", None) => bail!(
+                "--engine postgres needs --postgres-url (e.g. postgres://USER@HOST:5432/postgres; \
+                 the node creates its own database there)"
+            ),
+            (other, _) => bail!("--engine must be sqlite or postgres, not {other:?}"),
         }
-        if self.pg.is_some() {
-            bail!("--pg: the PostgreSQL wire protocol is not available in this build yet");
-        }
+        let http = self.http.unwrap_or_else(|| "127.0.0.1:4001".into());
+        let (pg, pg_derived) = match self.pg.as_deref() {
+            Some("off") => (None, false),
+            Some(addr) if !addr.contains(':') => bail!("--pg: {addr:?} is not HOST:PORT or off"),
+            Some(addr) => (Some(addr.to_owned()), false),
+            None => (default_pg(&http), true),
+        };
+        let pg_auth = match (self.pg_password, self.pg_auth.as_deref()) {
+            (None, None) => paxsql_pgwire::Auth::Trust,
+            (None, Some(_)) => bail!("--pg-auth needs --pg-password"),
+            (Some(p), None | Some("md5")) => paxsql_pgwire::Auth::Md5(p),
+            (Some(p), Some("cleartext")) => paxsql_pgwire::Auth::Cleartext(p),
+            (Some(_), Some(other)) => bail!("--pg-auth must be md5 or cleartext, not {other:?}"),
+        };
         Ok(NodeSettings {
             id: NodeId(id),
             peers,
-            http: self.http.unwrap_or_else(|| "127.0.0.1:4001".into()),
+            pg,
+            pg_derived,
+            pg_auth,
+            http,
             data_dir: self
                 .data_dir
                 .unwrap_or_else(|| PathBuf::from(format!("paxsql-data/node-{id}"))),
             cluster: self.cluster.unwrap_or_else(|| "paxsql".into()),
             fault_injection: self.fault_injection.unwrap_or(false),
+            engine,
+            postgres_url: self.postgres_url,
         })
     }
+}
+
+/// The PostgreSQL address when `--pg` is not given: the HTTP port + 200.
+fn default_pg(http: &str) -> Option<String> {
+    let (host, port) = http.rsplit_once(':')?;
+    let port: u16 = port.parse().ok()?;
+    Some(format!("{host}:{}", port.checked_add(200)?))
 }
 
 /// Parses `1=HOST:PORT,2=HOST:PORT`.
@@ -154,6 +218,29 @@ mod tests {
         assert!(parse_peers("x=a:1").is_err());
         assert!(parse_peers("1=nohostport").is_err());
         assert!(parse_peers("0=a:1").is_err());
+    }
+
+    #[test]
+    fn pg_defaults_to_the_http_port_plus_200_and_can_be_turned_off() {
+        let args = |pg: Option<&str>, password: Option<&str>| NodeArgs {
+            id: Some(1),
+            peers: Some("1=127.0.0.1:1,2=127.0.0.1:2".into()),
+            http: Some("127.0.0.1:4001".into()),
+            pg: pg.map(Into::into),
+            pg_password: password.map(Into::into),
+            ..NodeArgs::default()
+        };
+        let s = args(None, None).check().unwrap();
+        assert_eq!(s.pg.as_deref(), Some("127.0.0.1:4201"));
+        assert!(s.pg_derived);
+        assert_eq!(s.pg_auth, paxsql_pgwire::Auth::Trust);
+        let s = args(Some("off"), None).check().unwrap();
+        assert_eq!(s.pg, None);
+        let s = args(Some("0.0.0.0:5433"), Some("pw")).check().unwrap();
+        assert_eq!(s.pg.as_deref(), Some("0.0.0.0:5433"));
+        assert!(!s.pg_derived);
+        assert_eq!(s.pg_auth, paxsql_pgwire::Auth::Md5("pw".into()));
+        assert!(args(Some("5433"), None).check().is_err());
     }
 
     #[test]

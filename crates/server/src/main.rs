@@ -78,12 +78,14 @@ fn run_node(args: config::NodeArgs) -> anyhow::Result<()> {
         let http = tokio::net::TcpListener::bind(&settings.http)
             .await
             .with_context(|| format!("cannot listen for HTTP on {}", settings.http))?;
+        let pg = pg_listener(&settings).await?;
         let mut cfg = paxsql_node::NodeConfig::new(
             settings.id,
             settings.peers.clone(),
             settings.data_dir.clone(),
         );
         cfg.cluster = settings.cluster.clone();
+        cfg.engine = settings.engine_choice();
         let metrics = backend::install_metrics()?;
         let node = paxsql_node::start(cfg).await?;
         tracing::info!(
@@ -93,6 +95,14 @@ fn run_node(args: config::NodeArgs) -> anyhow::Result<()> {
             data_dir = %settings.data_dir.display(),
             "node started"
         );
+        if let Some(listener) = pg {
+            let cfg = paxsql_pgwire::PgConfig {
+                auth: settings.pg_auth.clone(),
+                ..Default::default()
+            };
+            let serve = paxsql_pgwire::serve(listener, node.clone(), cfg, std::future::pending());
+            tokio::spawn(serve);
+        }
         let app = backend::app(node, settings.fault_injection, metrics);
         axum::serve(http, app)
             .with_graceful_shutdown(shutdown_signal())
@@ -101,6 +111,26 @@ fn run_node(args: config::NodeArgs) -> anyhow::Result<()> {
         tracing::info!("node stopped");
         Ok(())
     })
+}
+
+/// Binds the PostgreSQL port; a taken default port is only a warning.
+async fn pg_listener(
+    settings: &config::NodeSettings,
+) -> anyhow::Result<Option<tokio::net::TcpListener>> {
+    let Some(addr) = &settings.pg else {
+        return Ok(None);
+    };
+    match tokio::net::TcpListener::bind(addr).await {
+        Ok(l) => {
+            tracing::info!(pg = %addr, "PostgreSQL protocol: psql -h HOST -p PORT");
+            Ok(Some(l))
+        }
+        Err(e) if settings.pg_derived => {
+            tracing::warn!(pg = %addr, error = %e, "PostgreSQL protocol off: default port taken; pass --pg");
+            Ok(None)
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot listen for PostgreSQL on {addr}")),
+    }
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

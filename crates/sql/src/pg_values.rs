@@ -462,9 +462,9 @@ fn zone_text(east_secs: i32) -> String {
     let sign = if east_secs < 0 { '-' } else { '+' };
     let a = east_secs.unsigned_abs();
     let mut s = format!("{sign}{:02}", a / 3600);
-    if a % 3600 != 0 {
+    if !a.is_multiple_of(3600) {
         s.push_str(&format!(":{:02}", a / 60 % 60));
-        if a % 60 != 0 {
+        if !a.is_multiple_of(60) {
             s.push_str(&format!(":{:02}", a % 60));
         }
     }

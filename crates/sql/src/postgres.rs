@@ -82,6 +82,7 @@ use crate::pg_determinism::{forbidden, reaches_internal, INTERNAL_SCHEMA};
 use crate::pg_values::{decode, inline_params, type_name};
 use crate::{Applied, EngineError, SqlEngine};
 use paxsql_types::{Entry, LogIndex, Proposal, RequestId, Statement, StmtResult, WriteRequest};
+use std::collections::HashMap;
 use std::time::Duration;
 use tokio_postgres::types::{FromSql, Type};
 use tokio_postgres::{Client, Config, NoTls};
@@ -585,29 +586,56 @@ enum Mode {
     Read,
 }
 
-/// Runs one user statement inside its own savepoint (if `savepoint`) and
-/// turns a statement error into its result; `Err` only for fatal errors.
+/// What to send around one user statement, pipelined with it.
+struct Around<'a> {
+    /// Sent before the statement (the request's setup), whatever happens.
+    before: &'a str,
+    /// Whether the statement gets a savepoint of its own.
+    savepoint: bool,
+    /// Sent after the statement when it succeeded (the request's end).
+    after: &'a str,
+}
+
+/// Runs one user statement and turns a statement error into its result;
+/// `Err` only for fatal errors. The second value says whether `after` ran:
+/// it does only when the statement succeeded.
+///
+/// Round trips: one for `before` + the savepoint + Parse/Describe, one for
+/// Bind/Execute + the release + `after` (for a statement that returns rows,
+/// the release follows the rows). A failed statement costs one more, to undo it.
 async fn run_statement(
     client: &Client,
     stmt: &Statement,
     rows_max: usize,
-    savepoint: bool,
+    around: &Around<'_>,
     mode: Mode,
-) -> Result<StmtResult, EngineError> {
-    if let Some(why) = forbidden(&stmt.sql) {
-        return Ok(StmtResult::Error(format!("ERROR 0A000: {why}")));
-    }
-    if let Some(why) = reaches_internal(&stmt.sql) {
-        return Ok(StmtResult::Error(format!("ERROR 42501: {why}")));
-    }
-    let sql = match inline_params(&stmt.sql, &stmt.params) {
-        Ok(sql) => sql,
-        Err(why) => return Ok(StmtResult::Error(format!("ERROR 08P01: {why}"))),
+) -> Result<(StmtResult, bool), EngineError> {
+    let refused = match forbidden(&stmt.sql) {
+        Some(why) => Some(format!("ERROR 0A000: {why}")),
+        None => reaches_internal(&stmt.sql).map(|why| format!("ERROR 42501: {why}")),
     };
-    let fatal =
-        |e: &tokio_postgres::Error| mode == Mode::Apply && is_fatal(e) || e.as_db_error().is_none();
+    let sql = match (refused, inline_params(&stmt.sql, &stmt.params)) {
+        (Some(error), _) | (None, Err(error)) => {
+            let error = if error.starts_with("ERROR ") {
+                error
+            } else {
+                format!("ERROR 08P01: {error}")
+            };
+            if !around.before.is_empty() {
+                client
+                    .batch_execute(around.before)
+                    .await
+                    .map_err(|e| storage("starting a request", &e))?;
+            }
+            return Ok((StmtResult::Error(error), false));
+        }
+        (None, Ok(sql)) => sql,
+    };
+    let fatal = |e: &tokio_postgres::Error| {
+        (mode == Mode::Apply && is_fatal(e)) || e.as_db_error().is_none()
+    };
     let undo = || async {
-        if savepoint {
+        if around.savepoint {
             client
                 .batch_execute("ROLLBACK TO SAVEPOINT paxsql_stmt; RELEASE SAVEPOINT paxsql_stmt")
                 .await
@@ -616,50 +644,64 @@ async fn run_statement(
             Ok(())
         }
     };
-    let prepared = if savepoint {
-        let (sp, prepared) = tokio::join!(
-            client.batch_execute("SAVEPOINT paxsql_stmt"),
-            client.prepare(&sql)
-        );
-        sp.map_err(|e| storage("opening a savepoint", &e))?;
-        prepared
-    } else {
-        client.prepare(&sql).await
-    };
+    let mut before = around.before.to_owned();
+    if around.savepoint {
+        before.push_str("; SAVEPOINT paxsql_stmt");
+    }
+    let mut after = String::new();
+    if around.savepoint {
+        after.push_str("RELEASE SAVEPOINT paxsql_stmt; ");
+    }
+    after.push_str(around.after);
+    let after = after.trim().trim_end_matches(';').to_owned();
+
+    let (opened, prepared) = tokio::join!(
+        async {
+            if before.trim_start_matches(';').trim().is_empty() {
+                Ok(())
+            } else {
+                client.batch_execute(before.trim_start_matches(';')).await
+            }
+        },
+        client.prepare(&sql)
+    );
+    opened.map_err(|e| storage("starting a statement", &e))?;
     let prepared = match prepared {
         Ok(p) => p,
         Err(e) if fatal(&e) => return Err(storage("preparing a statement", &e)),
         Err(e) => {
             undo().await?;
-            return Ok(StmtResult::Error(error_text(&e)));
+            return Ok((StmtResult::Error(error_text(&e)), false));
         }
     };
     let columns = prepared.columns();
     let no_params: [&(dyn tokio_postgres::types::ToSql + Sync); 0] = [];
-    if columns.is_empty() {
-        let (done, released) = if savepoint {
-            let (done, released) = tokio::join!(
-                client.execute(&prepared, &no_params),
-                client.batch_execute("RELEASE SAVEPOINT paxsql_stmt")
-            );
-            (done, Some(released))
+    let finish = || async {
+        if after.is_empty() {
+            Ok(())
         } else {
-            (client.execute(&prepared, &no_params).await, None)
-        };
+            client.batch_execute(&after).await
+        }
+    };
+    if columns.is_empty() {
+        // The release goes out with the statement; it fails harmlessly
+        // (the transaction is aborted) if the statement does.
+        let (done, finished) = tokio::join!(client.execute(&prepared, &no_params), finish());
         return match done {
             Ok(n) => {
-                if let Some(released) = released {
-                    released.map_err(|e| storage("releasing a savepoint", &e))?;
-                }
-                Ok(StmtResult::Exec {
-                    last_insert_id: 0,
-                    rows_affected: n,
-                })
+                finished.map_err(|e| storage("ending a statement", &e))?;
+                Ok((
+                    StmtResult::Exec {
+                        last_insert_id: 0,
+                        rows_affected: n,
+                    },
+                    true,
+                ))
             }
             Err(e) if fatal(&e) => Err(storage("running a statement", &e)),
             Err(e) => {
                 undo().await?;
-                Ok(StmtResult::Error(error_text(&e)))
+                Ok((StmtResult::Error(error_text(&e)), false))
             }
         };
     }
@@ -668,19 +710,18 @@ async fn run_statement(
         Err(e) if fatal(&e) => return Err(storage("running a statement", &e)),
         Err(e) => {
             undo().await?;
-            return Ok(StmtResult::Error(error_text(&e)));
+            return Ok((StmtResult::Error(error_text(&e)), false));
         }
     };
     let result = collect_rows(columns, &rows, rows_max);
     if matches!(result, StmtResult::Error(_)) {
         undo().await?;
-    } else if savepoint {
-        client
-            .batch_execute("RELEASE SAVEPOINT paxsql_stmt")
-            .await
-            .map_err(|e| storage("releasing a savepoint", &e))?;
+        return Ok((result, false));
     }
-    Ok(result)
+    finish()
+        .await
+        .map_err(|e| storage("ending a statement", &e))?;
+    Ok((result, true))
 }
 
 fn collect_rows(
@@ -745,54 +786,64 @@ async fn completed_in(
         )
         .await
         .map_err(|e| storage("looking up a request id", &e))?;
-    row.map(|r| {
-        let encoded: String = r.get(0);
-        serde_json::from_str(&encoded)
-            .map_err(|e| EngineError::Inconsistent(format!("stored results of {id}: {e}")))
-    })
-    .transpose()
+    row.map(|r| decode_results(id, &r.get::<_, String>(0)))
+        .transpose()
+}
+
+fn decode_results(id: &RequestId, encoded: &str) -> Result<Vec<StmtResult>, EngineError> {
+    serde_json::from_str(encoded)
+        .map_err(|e| EngineError::Inconsistent(format!("stored results of {id}: {e}")))
+}
+
+/// One entry's transaction: which requests it completed, to record at commit.
+struct EntryWork {
+    index: LogIndex,
+    /// Requests completed before this entry, or earlier in it: their first answer.
+    completed: HashMap<String, Vec<StmtResult>>,
+    /// (id, encoded results) of the requests this entry applied.
+    records: Vec<(String, String)>,
 }
 
 /// Applies one write request inside the entry's transaction.
 async fn apply_write(
     client: &Client,
     options: &PostgresOptions,
-    index: LogIndex,
+    work: &mut EntryWork,
     w: &WriteRequest,
 ) -> Result<Applied, EngineError> {
+    if let Some(results) = work.completed.get(&w.id.0) {
+        return Ok(Applied::Write {
+            id: w.id.clone(),
+            results: results.clone(),
+            duplicate: true,
+        });
+    }
     let setup = format!(
         "SAVEPOINT paxsql_request; SELECT pg_catalog.set_config('paxsql.now', '{}', true), \
          pg_catalog.setseed({:?}); DISCARD SEQUENCES",
         clock_text(w.env.unix_ms),
         seed_arg(w.env.seed)
     );
-    let (done, setup) = tokio::join!(completed_in(client, &w.id), client.batch_execute(&setup));
-    setup.map_err(|e| storage("starting a request", &e))?;
-    if let Some(results) = done? {
-        client
-            .batch_execute("ROLLBACK TO SAVEPOINT paxsql_request; RELEASE SAVEPOINT paxsql_request")
-            .await
-            .map_err(|e| storage("skipping a duplicate", &e))?;
-        return Ok(Applied::Write {
-            id: w.id.clone(),
-            results,
-            duplicate: true,
-        });
-    }
     // Several independent statements each get a savepoint; otherwise the
     // request's savepoint is the statement's.
     let per_statement = !w.transaction && w.stmts.len() > 1;
     let mut results = Vec::with_capacity(w.stmts.len());
     let mut failed = false;
-    for stmt in &w.stmts {
-        let r = run_statement(
-            client,
-            stmt,
-            options.result_rows_max,
-            per_statement,
-            Mode::Apply,
-        )
-        .await?;
+    let mut ended = false;
+    for (i, stmt) in w.stmts.iter().enumerate() {
+        let last = i + 1 == w.stmts.len();
+        let around = Around {
+            before: if i == 0 { &setup } else { "" },
+            savepoint: per_statement,
+            after: if last {
+                "RELEASE SAVEPOINT paxsql_request"
+            } else {
+                ""
+            },
+        };
+        let (r, after_ran) =
+            run_statement(client, stmt, options.result_rows_max, &around, Mode::Apply).await?;
+        ended = last && after_ran;
         let is_error = matches!(r, StmtResult::Error(_));
         results.push(r);
         if is_error && !per_statement {
@@ -802,27 +853,106 @@ async fn apply_write(
     }
     let end = if failed {
         "ROLLBACK TO SAVEPOINT paxsql_request; RELEASE SAVEPOINT paxsql_request"
-    } else {
+    } else if w.stmts.is_empty() {
+        &*format!("{setup}; RELEASE SAVEPOINT paxsql_request")
+    } else if !ended {
         "RELEASE SAVEPOINT paxsql_request"
+    } else {
+        ""
     };
+    if !end.is_empty() {
+        client
+            .batch_execute(end)
+            .await
+            .map_err(|e| storage("ending a request", &e))?;
+    }
     let encoded = serde_json::to_string(&results)
         .map_err(|e| EngineError::Inconsistent(format!("encoding results: {e}")))?;
-    let at = index.0 as i64;
-    let record: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&w.id.0, &at, &encoded];
-    let (ended, recorded) = tokio::join!(
-        client.batch_execute(end),
-        client.execute(
-            "INSERT INTO paxsql_internal.requests (id, applied_index, results) VALUES ($1, $2, $3)",
-            &record,
-        )
-    );
-    ended.map_err(|e| storage("ending a request", &e))?;
-    recorded.map_err(|e| storage("recording a request", &e))?;
+    work.records.push((w.id.0.clone(), encoded));
+    work.completed.insert(w.id.0.clone(), results.clone());
     Ok(Applied::Write {
         id: w.id.clone(),
         results,
         duplicate: false,
     })
+}
+
+/// Applies a whole entry: BEGIN with the duplicate lookup, the proposals,
+/// then the records, the applied index and the sequences with the COMMIT.
+async fn apply_entry(
+    client: &Client,
+    options: &PostgresOptions,
+    index: LogIndex,
+    entry: &Entry,
+) -> Result<Vec<Applied>, EngineError> {
+    let ids: Vec<&str> = entry
+        .proposals
+        .iter()
+        .filter_map(|p| match p {
+            Proposal::Write(w) => Some(w.id.0.as_str()),
+            Proposal::Barrier(_) => None,
+        })
+        .collect();
+    let lookup: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&ids];
+    let (begun, known) = tokio::join!(
+        client.batch_execute("BEGIN"),
+        client.query(
+            "SELECT id, results FROM paxsql_internal.requests WHERE id = ANY($1)",
+            &lookup,
+        )
+    );
+    begun.map_err(|e| storage("starting an entry", &e))?;
+    let mut work = EntryWork {
+        index,
+        completed: HashMap::new(),
+        records: Vec::new(),
+    };
+    for row in known.map_err(|e| storage("looking up request ids", &e))? {
+        let id: String = row.get(0);
+        let results = decode_results(&RequestId(id.clone()), row.get(1))?;
+        work.completed.insert(id, results);
+    }
+    let mut out = Vec::with_capacity(entry.proposals.len());
+    for p in &entry.proposals {
+        match p {
+            Proposal::Write(w) => out.push(apply_write(client, options, &mut work, w).await?),
+            Proposal::Barrier(b) => out.push(Applied::Barrier(*b)),
+        }
+    }
+    let next = LogIndex(work.index.0 + 1);
+    let mut finish = format!(
+        "UPDATE paxsql_internal.meta SET value = '{}' WHERE key = 'applied_index'; {SAVE_SEQUENCES}",
+        next.0
+    );
+    if next.0.is_multiple_of(DEDUP_PRUNE_EVERY) && next.0 >= options.dedup_window_entries {
+        let horizon = next.0 - options.dedup_window_entries;
+        finish.push_str(&format!(
+            "DELETE FROM paxsql_internal.requests WHERE applied_index < {horizon};"
+        ));
+    }
+    finish.push_str("COMMIT");
+    let (ids, results): (Vec<String>, Vec<String>) = work.records.into_iter().unzip();
+    let at = index.0 as i64;
+    // The records go first; if they fail, the batch after them fails too
+    // (the transaction is aborted) and never reaches its COMMIT.
+    let (recorded, committed) = tokio::join!(
+        async {
+            if ids.is_empty() {
+                return Ok(0);
+            }
+            client
+                .execute(
+                    "INSERT INTO paxsql_internal.requests (id, applied_index, results) \
+                     SELECT unnest($1::text[]), $2, unnest($3::text[])",
+                    &[&ids, &at, &results],
+                )
+                .await
+        },
+        client.batch_execute(&finish)
+    );
+    recorded.map_err(|e| storage("recording requests", &e))?;
+    committed.map_err(|e| storage("committing an entry", &e))?;
+    Ok(out)
 }
 
 impl SqlEngine for PostgresEngine {
@@ -841,37 +971,9 @@ impl SqlEngine for PostgresEngine {
         );
         self.ensure_connected()?;
         let next = LogIndex(index.0 + 1);
-        let client = &self.client;
-        let options = &self.options;
-        let outcome = self.rt.block_on(async {
-            client
-                .batch_execute("BEGIN")
-                .await
-                .map_err(|e| storage("starting an entry", &e))?;
-            let mut out = Vec::with_capacity(entry.proposals.len());
-            for p in &entry.proposals {
-                match p {
-                    Proposal::Write(w) => out.push(apply_write(client, options, index, w).await?),
-                    Proposal::Barrier(b) => out.push(Applied::Barrier(*b)),
-                }
-            }
-            let mut finish = format!(
-                "UPDATE paxsql_internal.meta SET value = '{}' WHERE key = 'applied_index'; {SAVE_SEQUENCES}",
-                next.0
-            );
-            if next.0.is_multiple_of(DEDUP_PRUNE_EVERY) && next.0 >= options.dedup_window_entries {
-                let horizon = next.0 - options.dedup_window_entries;
-                finish.push_str(&format!(
-                    "DELETE FROM paxsql_internal.requests WHERE applied_index < {horizon};"
-                ));
-            }
-            finish.push_str("COMMIT");
-            client
-                .batch_execute(&finish)
-                .await
-                .map_err(|e| storage("committing an entry", &e))?;
-            Ok(out)
-        });
+        let outcome = self
+            .rt
+            .block_on(apply_entry(&self.client, &self.options, index, entry));
         match outcome {
             Ok(out) => {
                 self.applied = next;
@@ -907,9 +1009,14 @@ impl SqlEngine for PostgresEngine {
                 .map_err(|e| storage("starting a read", &e))?;
             let mut out = Vec::with_capacity(stmts.len());
             for s in stmts {
-                out.push(
-                    run_statement(client, s, options.result_rows_max, true, Mode::Read).await?,
-                );
+                let around = Around {
+                    before: "",
+                    savepoint: true,
+                    after: "",
+                };
+                let (r, _) =
+                    run_statement(client, s, options.result_rows_max, &around, Mode::Read).await?;
+                out.push(r);
             }
             client
                 .batch_execute("ROLLBACK")

@@ -284,12 +284,6 @@ impl SqlEngine for SqliteEngine {
     }
 
     fn query(&mut self, stmts: &[Statement]) -> Vec<StmtResult> {
-        // The read connection notices a schema change only when it next
-        // steps a statement; column names are read before that. Stepping a
-        // tiny statement first makes it reload the schema now.
-        let _ = self
-            .read
-            .query_row("PRAGMA schema_version", [], |r| r.get::<_, i64>(0));
         stmts
             .iter()
             .map(|s| {
@@ -407,15 +401,15 @@ fn try_statement(
             rows_affected: if changed { conn.changes() } else { 0 },
         });
     }
-    let columns: Vec<String> = prepared.column_names().map(str::to_owned).collect();
-    let types: Vec<String> = prepared
-        .columns()
-        .map(|c| c.decl_type().unwrap_or("").to_ascii_lowercase())
-        .collect();
-    let ncols = columns.len();
+    // Names and types are read after the first step: a schema change since
+    // the statement was compiled is noticed (and the statement recompiled)
+    // only when it steps.
+    let mut header: Option<(Vec<String>, Vec<String>)> = None;
     let mut values = Vec::new();
     let mut rows = prepared.raw_query();
     while let Some(row) = rows.next().map_err(text)? {
+        let (columns, _) = header.get_or_insert_with(|| header_of(row.as_ref()));
+        let ncols = columns.len();
         if values.len() == rows_max {
             return Err(format!("result has more than {rows_max} rows; add a LIMIT"));
         }
@@ -425,11 +419,25 @@ fn try_statement(
         }
         values.push(out);
     }
+    let (columns, types) = match header {
+        Some(h) => h,
+        None => header_of(rows.as_ref().expect("a query has its statement")),
+    };
     Ok(StmtResult::Rows {
         columns,
         types,
         values,
     })
+}
+
+/// Column names and declared types (lower case, `""` for expressions).
+fn header_of(stmt: &rusqlite::Statement<'_>) -> (Vec<String>, Vec<String>) {
+    let columns = stmt.column_names().map(str::to_owned).collect();
+    let types = stmt
+        .columns()
+        .map(|c| c.decl_type().unwrap_or("").to_ascii_lowercase())
+        .collect();
+    (columns, types)
 }
 
 fn bind(stmt: &mut rusqlite::Statement<'_>, params: &Params) -> rusqlite::Result<()> {

@@ -147,7 +147,9 @@ const ENV: ApplyEnv = ApplyEnv {
 fn proposed(dialect: Dialect, sql: &str) -> Statement {
     let mut state = 7u64;
     let mut random = move || {
-        state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1);
         state
     };
     let mut env = paxsql_sql::determinism::Env {
@@ -155,15 +157,20 @@ fn proposed(dialect: Dialect, sql: &str) -> Statement {
         random: &mut random,
     };
     assert_eq!(dialect.forbidden(sql), None, "{sql}");
-    Statement::new(dialect.make_deterministic(sql, &mut env).unwrap().into_owned())
+    Statement::new(
+        dialect
+            .make_deterministic(sql, &mut env)
+            .unwrap()
+            .into_owned(),
+    )
 }
 
 /// A write as the proposer makes it: rewritten, with the clock of [`ENV`]
 /// and a seed of its own.
 fn write_in(dialect: Dialect, id: &str, stmts: &[&str], transaction: bool) -> Proposal {
-    let seed = id
-        .bytes()
-        .fold(ENV.seed, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    let seed = id.bytes().fold(ENV.seed, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
     Proposal::Write(WriteRequest {
         id: RequestId(id.into()),
         stmts: stmts.iter().map(|s| proposed(dialect, s)).collect(),
@@ -265,7 +272,12 @@ fn applied_index_survives_reopen(f: &impl Factory) {
     );
     apply(
         &mut e,
-        vec![write_in(d, "r2", &["INSERT INTO t (id, v) VALUES (1, 'x')"], false)],
+        vec![write_in(
+            d,
+            "r2",
+            &["INSERT INTO t (id, v) VALUES (1, 'x')"],
+            false,
+        )],
     );
     assert_eq!(e.applied_index(), LogIndex(2));
     drop(e);
@@ -280,9 +292,18 @@ fn applied_index_survives_reopen(f: &impl Factory) {
 fn a_repeated_request_id_is_applied_once_and_gets_the_first_answer(f: &impl Factory) {
     let d = f.dialect();
     let mut e = f.open("a");
-    apply(&mut e, vec![write_in(d, "c", &["CREATE TABLE t (v INTEGER)"], false)]);
-    let first = apply(&mut e, vec![write_in(d, "r", &["INSERT INTO t VALUES (1)"], false)]);
-    let again = apply(&mut e, vec![write_in(d, "r", &["INSERT INTO t VALUES (1)"], false)]);
+    apply(
+        &mut e,
+        vec![write_in(d, "c", &["CREATE TABLE t (v INTEGER)"], false)],
+    );
+    let first = apply(
+        &mut e,
+        vec![write_in(d, "r", &["INSERT INTO t VALUES (1)"], false)],
+    );
+    let again = apply(
+        &mut e,
+        vec![write_in(d, "r", &["INSERT INTO t VALUES (1)"], false)],
+    );
     assert!(matches!(
         again[0],
         Applied::Write {
@@ -301,11 +322,26 @@ fn a_repeated_request_id_is_applied_once_and_gets_the_first_answer(f: &impl Fact
             write_in(d, "s", &["INSERT INTO t VALUES (2)"], false),
         ],
     );
-    assert!(matches!(twice[1], Applied::Write { duplicate: true, .. }));
+    assert!(matches!(
+        twice[1],
+        Applied::Write {
+            duplicate: true,
+            ..
+        }
+    ));
     drop(e);
     let mut e = f.open("a");
-    let later = apply(&mut e, vec![write_in(d, "r", &["INSERT INTO t VALUES (1)"], false)]);
-    assert!(matches!(later[0], Applied::Write { duplicate: true, .. }));
+    let later = apply(
+        &mut e,
+        vec![write_in(d, "r", &["INSERT INTO t VALUES (1)"], false)],
+    );
+    assert!(matches!(
+        later[0],
+        Applied::Write {
+            duplicate: true,
+            ..
+        }
+    ));
     assert_eq!(rows(&mut e, "SELECT count(*) FROM t"), vec![vec![int(2)]]);
 }
 
@@ -314,7 +350,12 @@ fn a_transaction_is_all_or_nothing_and_plain_statements_are_not(f: &impl Factory
     let mut e = f.open("a");
     apply(
         &mut e,
-        vec![write_in(d, "c", &["CREATE TABLE t (v INTEGER UNIQUE)"], false)],
+        vec![write_in(
+            d,
+            "c",
+            &["CREATE TABLE t (v INTEGER UNIQUE)"],
+            false,
+        )],
     );
     let three = [
         "INSERT INTO t VALUES (1)",
@@ -333,7 +374,16 @@ fn a_transaction_is_all_or_nothing_and_plain_statements_are_not(f: &impl Factory
     let plain = apply(&mut e, vec![write_in(d, "p", &three, false)]);
     let r = results(&plain[0]);
     assert_eq!(r.len(), 3);
-    assert!(matches!(r[2], StmtResult::Exec { rows_affected: 1, .. }), "{r:?}");
+    assert!(
+        matches!(
+            r[2],
+            StmtResult::Exec {
+                rows_affected: 1,
+                ..
+            }
+        ),
+        "{r:?}"
+    );
     assert_eq!(
         rows(&mut e, "SELECT v FROM t ORDER BY v"),
         vec![vec![int(1)], vec![int(3)]]
@@ -341,7 +391,12 @@ fn a_transaction_is_all_or_nothing_and_plain_statements_are_not(f: &impl Factory
     // A failed single statement leaves nothing behind either.
     let one = apply(
         &mut e,
-        vec![write_in(d, "one", &["INSERT INTO t VALUES (5), (1)"], false)],
+        vec![write_in(
+            d,
+            "one",
+            &["INSERT INTO t VALUES (5), (1)"],
+            false,
+        )],
     );
     assert!(matches!(&results(&one[0])[0], StmtResult::Error(_)));
     assert_eq!(rows(&mut e, "SELECT count(*) FROM t"), vec![vec![int(2)]]);
@@ -350,7 +405,10 @@ fn a_transaction_is_all_or_nothing_and_plain_statements_are_not(f: &impl Factory
 fn reads_cannot_write(f: &impl Factory) {
     let d = f.dialect();
     let mut e = f.open("a");
-    apply(&mut e, vec![write_in(d, "c", &["CREATE TABLE t (v INTEGER)"], false)]);
+    apply(
+        &mut e,
+        vec![write_in(d, "c", &["CREATE TABLE t (v INTEGER)"], false)],
+    );
     for sql in [
         "INSERT INTO t VALUES (1)",
         "DELETE FROM t",
@@ -385,7 +443,12 @@ fn state_hash_tells_content_apart(f: &impl Factory) {
         let insert = format!("INSERT INTO t VALUES ('{v}')");
         apply(
             e,
-            vec![write_in(d, "1", &["CREATE TABLE t (v TEXT)", &insert], false)],
+            vec![write_in(
+                d,
+                "1",
+                &["CREATE TABLE t (v TEXT)", &insert],
+                false,
+            )],
         );
     }
     assert_ne!(a.state_hash().unwrap(), b.state_hash().unwrap());
@@ -419,7 +482,12 @@ fn two_replicas_applying_the_same_entries_are_identical(f: &impl Factory) {
                 false,
             ),
         ],
-        vec![write_in(d, "4", &["UPDATE t SET r = random() WHERE id <> 2"], false)],
+        vec![write_in(
+            d,
+            "4",
+            &["UPDATE t SET r = random() WHERE id <> 2"],
+            false,
+        )],
     ];
     for entry in entries {
         assert_eq!(apply(&mut a, entry.clone()), apply(&mut b, entry));
@@ -511,10 +579,16 @@ fn results_do_not_depend_on_what_the_connection_did_before(f: &impl Factory) {
             false,
         )],
     );
-    let before = apply(&mut a, vec![write_in(d, "2", &["CREATE TABLE u (v INTEGER)"], false)]);
+    let before = apply(
+        &mut a,
+        vec![write_in(d, "2", &["CREATE TABLE u (v INTEGER)"], false)],
+    );
     drop(a);
     let mut a = f.open("a");
-    let after = apply(&mut a, vec![write_in(d, "3", &["CREATE TABLE w (v INTEGER)"], false)]);
+    let after = apply(
+        &mut a,
+        vec![write_in(d, "3", &["CREATE TABLE w (v INTEGER)"], false)],
+    );
     assert_eq!(results(&before[0]), results(&after[0]));
 }
 
@@ -537,7 +611,10 @@ fn statement_errors_are_the_same_on_every_replica(f: &impl Factory) {
     let rb = apply(&mut b, vec![write_in(d, "x", &stmts, false)]);
     assert_eq!(ra, rb);
     let r = results(&ra[0]);
-    assert!(matches!(&r[2], StmtResult::Error(m) if f.is_unique_violation(m)), "{r:?}");
+    assert!(
+        matches!(&r[2], StmtResult::Error(m) if f.is_unique_violation(m)),
+        "{r:?}"
+    );
     for i in 3..6 {
         assert!(matches!(&r[i], StmtResult::Error(_)), "{r:?}");
     }
@@ -569,6 +646,27 @@ mod sqlite {
     use super::*;
 
     engine_suite!(Sqlite::new());
+
+    #[test]
+    fn a_read_after_alter_table_sees_the_new_columns() {
+        let d = Dialect::Sqlite;
+        let f = Sqlite::new();
+        let mut e = f.open("a");
+        let create = ["CREATE TABLE t (a)", "INSERT INTO t VALUES (1)"];
+        apply(&mut e, vec![write_in(d, "1", &create, false)]);
+        assert_eq!(rows(&mut e, "SELECT * FROM t"), vec![vec![int(1)]]);
+        let alter = ["ALTER TABLE t ADD COLUMN b DEFAULT 2"];
+        apply(&mut e, vec![write_in(d, "2", &alter, false)]);
+        match &e.query(&[Statement::new("SELECT * FROM t")])[0] {
+            StmtResult::Rows {
+                columns, values, ..
+            } => {
+                assert_eq!(columns, &["a", "b"]);
+                assert_eq!(values, &vec![vec![int(1), int(2)]]);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 
     #[test]
     fn user_sql_cannot_touch_internal_tables_or_transactions() {
@@ -699,7 +797,10 @@ mod postgres {
             );
         }
         let read = e.query(&[Statement::new("SELECT * FROM paxsql_internal.meta")]);
-        assert!(matches!(&read[0], StmtResult::Error(m) if m.contains("paxsql's own schema")), "{read:?}");
+        assert!(
+            matches!(&read[0], StmtResult::Error(m) if m.contains("paxsql's own schema")),
+            "{read:?}"
+        );
         // The proposer refuses what would change the session in other ways.
         let mut env = paxsql_sql::determinism::Env {
             unix_ms: 0,
@@ -742,7 +843,11 @@ mod postgres {
             "ERROR 23505: duplicate key value violates unique constraint \"t_pkey\" (Key (k)=(1) already exists.)"
         );
         assert!(msg(3).starts_with("ERROR 23502: "), "{}", msg(3));
-        assert!(msg(4).starts_with("ERROR 42601: syntax error"), "{}", msg(4));
+        assert!(
+            msg(4).starts_with("ERROR 42601: syntax error"),
+            "{}",
+            msg(4)
+        );
         assert_eq!(msg(5), "ERROR 22012: division by zero");
     }
 
@@ -780,7 +885,9 @@ mod postgres {
         }
         let out = apply(&mut e, vec![p]);
         assert!(
-            results(&out[0]).iter().all(|r| !matches!(r, StmtResult::Error(_))),
+            results(&out[0])
+                .iter()
+                .all(|r| !matches!(r, StmtResult::Error(_))),
             "{out:?}"
         );
         let r = e.query(&[Statement::new(
@@ -793,8 +900,22 @@ mod postgres {
         assert_eq!(
             types,
             &[
-                "int4", "int8", "numeric", "text", "bool", "bytea", "timestamptz", "int4[]",
-                "float8", "date", "interval", "uuid", "jsonb", "numeric", "numeric", "numeric"
+                "int4",
+                "int8",
+                "numeric",
+                "text",
+                "bool",
+                "bytea",
+                "timestamptz",
+                "int4[]",
+                "float8",
+                "date",
+                "interval",
+                "uuid",
+                "jsonb",
+                "numeric",
+                "numeric",
+                "numeric"
             ]
         );
         assert_eq!(
@@ -856,15 +977,24 @@ mod postgres {
         }
         let mut b = f.open("b");
         for e in [&mut a, &mut b] {
-            apply(e, vec![pg_write("2", &["INSERT INTO t (v) VALUES ('four')"])]);
+            apply(
+                e,
+                vec![pg_write("2", &["INSERT INTO t (v) VALUES ('four')"])],
+            );
         }
         let all = "SELECT id, v FROM t ORDER BY id";
         assert_eq!(rows(&mut a, all), rows(&mut b, all));
         assert_eq!(rows(&mut b, all)[3][0], int(4));
         assert_eq!(a.state_hash().unwrap(), b.state_hash().unwrap());
         // currval() sees only this request's nextval().
-        let out = apply(&mut a, vec![raw_write("3", &["SELECT currval('t_id_seq')"])]);
-        assert!(matches!(&results(&out[0])[0], StmtResult::Error(m) if m.starts_with("ERROR 55000")), "{out:?}");
+        let out = apply(
+            &mut a,
+            vec![raw_write("3", &["SELECT currval('t_id_seq')"])],
+        );
+        assert!(
+            matches!(&results(&out[0])[0], StmtResult::Error(m) if m.starts_with("ERROR 55000")),
+            "{out:?}"
+        );
     }
 
     #[test]
@@ -881,7 +1011,9 @@ mod postgres {
         for e in [&mut a, &mut b] {
             let out = apply(e, vec![pg_write("x", &stmts)]);
             assert!(
-                results(&out[0]).iter().all(|r| !matches!(r, StmtResult::Error(_))),
+                results(&out[0])
+                    .iter()
+                    .all(|r| !matches!(r, StmtResult::Error(_))),
                 "{out:?}"
             );
         }
@@ -889,7 +1021,11 @@ mod postgres {
         let ra = rows(&mut a, all);
         assert_eq!(ra, rows(&mut b, all));
         for row in &ra {
-            assert_eq!(row[1], Value::Text("2023-11-14 22:13:20.123+00".into()), "{ra:?}");
+            assert_eq!(
+                row[1],
+                Value::Text("2023-11-14 22:13:20.123+00".into()),
+                "{ra:?}"
+            );
         }
         assert_eq!(ra[0][2], Value::Text("2023-11-14".into()));
         assert_ne!(ra[0][3], ra[1][3], "one UUID per row");

@@ -24,6 +24,8 @@ pub struct Node {
     pub id: u64,
     pub http: String,
     pub peer: String,
+    /// The PostgreSQL wire protocol's address.
+    pub pg: String,
     pub dir: PathBuf,
     pub child: Option<Child>,
 }
@@ -31,13 +33,141 @@ pub struct Node {
 pub struct Cluster {
     pub nodes: Vec<Node>,
     pub peers: String,
+    /// Flags every node gets besides the harness's own.
+    pub extra_args: Vec<String>,
     _root: tempfile::TempDir,
     client: reqwest::blocking::Client,
+    /// The engine's databases, removed after the nodes stop.
+    databases: Option<PostgresDatabases>,
+}
+
+/// The SQL engine a test cluster runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Engine {
+    /// SQLite files in the data dirs.
+    Sqlite,
+    /// Databases on the PostgreSQL server at [`postgres_url`].
+    Postgres,
+}
+
+/// The server PostgreSQL tests use: `PAXSQL_TEST_POSTGRES_URL`, by default
+/// the local one (`scripts/postgres-ready` starts it). Tests that need it
+/// fail without it; they never skip.
+pub fn postgres_url() -> String {
+    std::env::var("PAXSQL_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// Runs SQL on the PostgreSQL server as the test's admin.
+pub fn postgres_admin(sql: &str) -> Result<(), String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (client, conn) = tokio_postgres::connect(&postgres_url(), tokio_postgres::NoTls)
+            .await
+            .map_err(|e| format!("PostgreSQL at {}: {e}", postgres_url()))?;
+        tokio::spawn(conn);
+        client
+            .batch_execute(sql)
+            .await
+            .map_err(|e| format!("{e:?}"))
+    })
+}
+
+/// The databases of one test cluster (`paxsql_<cluster>_*`), dropped on drop.
+pub struct PostgresDatabases {
+    pub cluster: String,
+}
+
+impl PostgresDatabases {
+    /// A cluster name no other test uses.
+    pub fn fresh() -> Self {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        PostgresDatabases {
+            cluster: format!("t{}_{n}_{}", std::process::id(), nanos % 1_000_000),
+        }
+    }
+}
+
+impl Drop for PostgresDatabases {
+    fn drop(&mut self) {
+        // DROP DATABASE cannot run inside a function or transaction: list
+        // the databases, then drop each on its own.
+        let prefix = format!("paxsql_{}_", self.cluster);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let result: Result<(), String> = rt.block_on(async {
+            let (client, conn) = tokio_postgres::connect(&postgres_url(), tokio_postgres::NoTls)
+                .await
+                .map_err(|e| e.to_string())?;
+            tokio::spawn(conn);
+            let rows = client
+                .query(
+                    "SELECT datname::text FROM pg_database WHERE starts_with(datname, $1)",
+                    &[&prefix],
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            for row in rows {
+                let name: String = row.get(0);
+                client
+                    .batch_execute(&format!("DROP DATABASE \"{name}\" WITH (FORCE)"))
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            Ok(())
+        });
+        if let Err(e) = result {
+            eprintln!("leaving the databases of cluster {}: {e}", self.cluster);
+        }
+    }
 }
 
 impl Cluster {
     /// Starts `n` nodes and waits until every one is ready.
     pub fn start(n: u64) -> Cluster {
+        Cluster::start_with(n, &[])
+    }
+
+    /// Starts `n` nodes on `engine` and waits until every one is ready.
+    /// With PostgreSQL, the cluster has a name of its own, and its
+    /// databases are dropped when it is.
+    pub fn start_engine(n: u64, engine: Engine) -> Cluster {
+        match engine {
+            Engine::Sqlite => Cluster::start(n),
+            Engine::Postgres => {
+                // Created first, so a cluster that fails to start is cleaned up too.
+                let databases = PostgresDatabases::fresh();
+                let url = postgres_url();
+                let mut c = Cluster::start_with(
+                    n,
+                    &[
+                        "--cluster",
+                        &databases.cluster,
+                        "--engine",
+                        "postgres",
+                        "--postgres-url",
+                        &url,
+                    ],
+                );
+                c.databases = Some(databases);
+                c
+            }
+        }
+    }
+
+    /// Starts `n` nodes, each also given `extra_args`, and waits until every
+    /// one is ready.
+    pub fn start_with(n: u64, extra_args: &[&str]) -> Cluster {
         let root = tempfile::tempdir().unwrap();
         let mut nodes = Vec::new();
         for id in 1..=n {
@@ -45,6 +175,7 @@ impl Cluster {
                 id,
                 http: format!("127.0.0.1:{}", free_port()),
                 peer: format!("127.0.0.1:{}", free_port()),
+                pg: format!("127.0.0.1:{}", free_port()),
                 dir: root.path().join(format!("node-{id}")),
                 child: None,
             });
@@ -61,8 +192,10 @@ impl Cluster {
         let mut c = Cluster {
             nodes,
             peers,
+            extra_args: extra_args.iter().map(|a| (*a).to_owned()).collect(),
             _root: root,
             client,
+            databases: None,
         };
         for id in 1..=n {
             c.spawn(id);
@@ -73,6 +206,12 @@ impl Cluster {
 
     pub fn node(&self, id: u64) -> &Node {
         &self.nodes[(id - 1) as usize]
+    }
+
+    /// Node `id`'s PostgreSQL port.
+    pub fn pg_port(&self, id: u64) -> u16 {
+        let pg = &self.node(id).pg;
+        pg.rsplit_once(':').unwrap().1.parse().unwrap()
     }
 
     /// Starts (or restarts) node `id` from its data dir.
@@ -89,6 +228,8 @@ impl Cluster {
         let child = Command::new(BIN)
             .args(["node", "--id", &id.to_string(), "--peers", &peers])
             .args(["--http", &node.http, "--fault-injection", "true"])
+            .args(["--pg", &node.pg])
+            .args(&self.extra_args)
             .arg("--data-dir")
             .arg(&node.dir)
             .env("RUST_LOG", "info")
@@ -280,6 +421,8 @@ impl Drop for Cluster {
                 let _ = c.wait();
             }
         }
+        // The nodes are gone: their databases can go too.
+        self.databases.take();
         if std::thread::panicking() {
             for n in &self.nodes {
                 let log = std::fs::read_to_string(n.dir.with_extension("log")).unwrap_or_default();
