@@ -1,6 +1,6 @@
 //! SQL correctness through the whole path: SQLite's sqllogictest scripts
-//! `select1.test` … `select5.test` (in `shared/testdata/sqllogictest`, beside
-//! the repository) run against a real 3-node cluster over the HTTP API.
+//! `select1.test` … `select5.test` (in the repository's `testdata/sqllogictest`)
+//! run against a real 3-node cluster over the HTTP API.
 //!
 //! Each script gets its own fresh cluster (so a failure in one file cannot
 //! poison another, and any one script can run alone). Every `statement`
@@ -100,12 +100,13 @@ fn values_are_formatted_like_sqlites_harness() {
     }
 }
 
-/// Where the scripts live: `shared/testdata/sqllogictest` beside the repository.
+/// Where the scripts live: `testdata/sqllogictest` in the repository.
 fn script_dir() -> std::path::PathBuf {
     match std::env::var_os("PAXSQL_SLT_DIR") {
         Some(dir) => dir.into(),
-        None => std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../../shared/testdata/sqllogictest"),
+        None => {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/sqllogictest")
+        }
     }
 }
 
