@@ -406,23 +406,24 @@ fn try_statement(
     // only when it steps.
     let mut header: Option<(Vec<String>, Vec<String>)> = None;
     let mut values = Vec::new();
-    let mut rows = prepared.raw_query();
-    while let Some(row) = rows.next().map_err(text)? {
-        let (columns, _) = header.get_or_insert_with(|| header_of(row.as_ref()));
-        let ncols = columns.len();
-        if values.len() == rows_max {
-            return Err(format!("result has more than {rows_max} rows; add a LIMIT"));
+    {
+        let mut rows = prepared.raw_query();
+        while let Some(row) = rows.next().map_err(text)? {
+            let (columns, _) = header.get_or_insert_with(|| header_of(row.as_ref()));
+            let ncols = columns.len();
+            if values.len() == rows_max {
+                return Err(format!("result has more than {rows_max} rows; add a LIMIT"));
+            }
+            let mut out = Vec::with_capacity(ncols);
+            for i in 0..ncols {
+                out.push(to_value(row.get_ref(i).map_err(text)?));
+            }
+            values.push(out);
         }
-        let mut out = Vec::with_capacity(ncols);
-        for i in 0..ncols {
-            out.push(to_value(row.get_ref(i).map_err(text)?));
-        }
-        values.push(out);
     }
-    let (columns, types) = match header {
-        Some(h) => h,
-        None => header_of(rows.as_ref().expect("a query has its statement")),
-    };
+    // No rows: the statement has stepped to its end, so it is compiled
+    // against the current schema now.
+    let (columns, types) = header.unwrap_or_else(|| header_of(&prepared));
     Ok(StmtResult::Rows {
         columns,
         types,

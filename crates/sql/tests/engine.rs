@@ -657,6 +657,19 @@ mod sqlite {
         assert_eq!(rows(&mut e, "SELECT * FROM t"), vec![vec![int(1)]]);
         let alter = ["ALTER TABLE t ADD COLUMN b DEFAULT 2"];
         apply(&mut e, vec![write_in(d, "2", &alter, false)]);
+        match &e.query(&[Statement::new("SELECT * FROM t WHERE a = 0")])[0] {
+            StmtResult::Rows {
+                columns, values, ..
+            } => {
+                assert_eq!(
+                    columns,
+                    &["a", "b"],
+                    "an empty result has the new columns too"
+                );
+                assert!(values.is_empty());
+            }
+            other => panic!("{other:?}"),
+        }
         match &e.query(&[Statement::new("SELECT * FROM t")])[0] {
             StmtResult::Rows {
                 columns, values, ..
