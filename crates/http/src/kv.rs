@@ -182,7 +182,7 @@ fn rows_or_empty(results: &[StmtResult]) -> Result<Vec<Vec<Value>>, ApiError> {
     }
 }
 
-fn first_error(results: &[StmtResult]) -> Result<(), ApiError> {
+pub(crate) fn first_error(results: &[StmtResult]) -> Result<(), ApiError> {
     for r in results {
         if let StmtResult::Error(e) = r {
             return Err(ApiError::internal(e.clone()));
@@ -191,61 +191,11 @@ fn first_error(results: &[StmtResult]) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn json(status: StatusCode, body: serde_json::Value) -> Response {
+pub(crate) fn json(status: StatusCode, body: serde_json::Value) -> Response {
     (
         status,
         [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
         body.to_string(),
     )
         .into_response()
-}
-
-/// `GET /db/backup?level=`: the database as a SQLite file; the log index it
-/// reflects is in the `X-Paxsql-Index` header.
-pub(crate) async fn backup<D: Db>(
-    State(app): State<App<D>>,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    let level = Flags::parse(&uri, &headers).read_level()?;
-    let (bytes, index) = app.db.backup(level).await?;
-    Ok((
-        StatusCode::OK,
-        [
-            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
-            (
-                header::CONTENT_DISPOSITION,
-                "attachment; filename=\"paxsql-backup.sqlite\"".to_string(),
-            ),
-            (
-                header::HeaderName::from_static("x-paxsql-index"),
-                index.to_string(),
-            ),
-        ],
-        bytes,
-    )
-        .into_response())
-}
-
-/// `POST /db/load`: a SQLite file (the body) loaded through the log.
-pub(crate) async fn load<D: Db>(
-    State(app): State<App<D>>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, ApiError> {
-    let opts = Flags::parse(&uri, &headers).write_options()?;
-    let image = read_body(body, &headers, app.limits.body_bytes_max).await?;
-    if !image.starts_with(b"SQLite format 3\0") {
-        return Err(ApiError::bad_request(
-            "the body is not a SQLite database file (send the file's bytes, e.g. curl --data-binary @backup.sqlite)",
-        ));
-    }
-    let r = app.db.load(image.to_vec(), opts).await?;
-    first_error(&r.results)?;
-    let statements = r.results.len();
-    Ok(json(
-        StatusCode::OK,
-        serde_json::json!({"raft_index": r.index.0, "statements": statements}),
-    ))
 }

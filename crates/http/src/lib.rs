@@ -121,6 +121,7 @@
 //!   `/leader`, `/debug/vars`, `/metrics` answer `404`.
 //! - Basic authentication and TLS (put a proxy in front).
 
+mod backup;
 mod console;
 mod db;
 mod error;
@@ -197,11 +198,11 @@ pub fn router<D: Db>(db: D, limits: Limits) -> Router {
         )
         .route(
             "/db/backup",
-            get(kv::backup::<D>).fallback(wrong_method("GET")),
+            get(backup::backup::<D>).fallback(wrong_method("GET")),
         )
         .route(
             "/db/load",
-            post(kv::load::<D>).fallback(wrong_method("POST")),
+            post(backup::load::<D>).fallback(wrong_method("POST")),
         )
         .route("/kv", get(kv::list::<D>).fallback(wrong_method("GET")))
         .route(

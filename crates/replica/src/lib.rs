@@ -889,13 +889,7 @@ fn make_deterministic(
     env: ApplyEnv,
 ) -> Result<Vec<Statement>, RequestError> {
     let mut state = env.seed ^ 0x5851_F42D_4C95_7F2D;
-    let mut random = move || {
-        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    };
+    let mut random = move || paxsql_sql::splitmix64(&mut state);
     let mut denv = determinism::Env {
         unix_ms: env.unix_ms,
         random: &mut random,

@@ -60,6 +60,18 @@ pub enum EngineError {
     Unsupported(String),
 }
 
+/// One step of splitmix64: advances `state` and returns the next value.
+/// The pseudo-random sequence behind `random()` at apply time and the
+/// literals the determinism rewrite writes: small, fast, and the same on
+/// every replica for the same seed.
+pub fn splitmix64(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
 /// The SQL dialect an engine speaks, and with it the rules that classify
 /// statements and make them deterministic before they enter the log.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -548,13 +548,11 @@ fn seed(rng: &AtomicU64, env: ApplyEnv) {
 
 /// splitmix64: small, fast and good enough for SQL's random().
 fn next_random(state: &AtomicU64) -> u64 {
-    let s = state
-        .fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed)
-        .wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = s;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
+    // The engine's thread is the only caller: load, step, store.
+    let mut s = state.load(Ordering::Relaxed);
+    let v = crate::splitmix64(&mut s);
+    state.store(s, Ordering::Relaxed);
+    v
 }
 
 fn install_authorizer(conn: &mut Connection, guard: &Arc<AtomicBool>) -> rusqlite::Result<()> {
