@@ -283,6 +283,7 @@ pub async fn start(cfg: NodeConfig) -> Result<NodeHandle, StartError> {
     tokio::spawn(report_loop(
         Arc::clone(&links),
         Arc::clone(&groups[&GroupId(0)].status),
+        groups[&GroupId(0)].tx.clone(),
     ));
     tokio::spawn(transport::accept_loop(
         listener,
@@ -319,12 +320,49 @@ fn report_of(s: &ReplicaStatus) -> transport::PeerReport {
 }
 
 /// Tells every peer, twice a second, how this node's group 0 stands.
-async fn report_loop(links: Arc<Links>, status: Arc<Mutex<ReplicaStatus>>) {
+///
+/// It also watches for a follower left behind: OmniPaxos can leave a
+/// replica that rejoins after a partition waiting for a sync message that
+/// was lost. When the leader reports a decided index this replica has not
+/// reached and this replica has made no progress for `STUCK_AFTER`, the
+/// group is told the link to the leader restarted, which makes OmniPaxos
+/// resynchronise with it.
+async fn report_loop(
+    links: Arc<Links>,
+    status: Arc<Mutex<ReplicaStatus>>,
+    group: SyncSender<GroupInput>,
+) {
+    const STUCK_AFTER: Duration = Duration::from_secs(2);
     let mut every = tokio::time::interval(Duration::from_millis(500));
+    let mut last_progress = (LogIndex(0), std::time::Instant::now());
     loop {
         every.tick().await;
-        let report = report_of(&status.lock().expect("status lock"));
-        links.broadcast_report(report);
+        let own = status.lock().expect("status lock").clone();
+        links.broadcast_report(report_of(&own));
+        if own.decided != last_progress.0 {
+            last_progress = (own.decided, std::time::Instant::now());
+            continue;
+        }
+        let Some(leader) = own.leader.filter(|&l| l != own.node) else {
+            continue;
+        };
+        let leader_decided = links
+            .reports
+            .lock()
+            .expect("reports lock")
+            .get(&leader)
+            .map(|(r, _)| r.decided);
+        let behind = leader_decided.is_some_and(|d| d > own.decided.0);
+        if behind && last_progress.1.elapsed() >= STUCK_AFTER {
+            tracing::info!(
+                leader = leader.0,
+                decided = own.decided.0,
+                leader_decided,
+                "replica stuck behind the leader; resynchronising"
+            );
+            let _ = group.try_send(GroupInput::Connected(leader));
+            last_progress.1 = std::time::Instant::now();
+        }
     }
 }
 
@@ -492,7 +530,8 @@ impl NodeHandle {
     pub async fn backup(&self, level: ReadLevel) -> Result<(Vec<u8>, LogIndex), RequestError> {
         let seq = self.inner.next_request.fetch_add(1, Ordering::Relaxed);
         let dir = self.inner.cfg.data_dir.join("backups");
-        std::fs::create_dir_all(&dir)
+        tokio::fs::create_dir_all(&dir)
+            .await
             .map_err(|e| RequestError::Unavailable(format!("backup dir: {e}")))?;
         let dest = dir.join(format!("backup-{seq}.sqlite"));
         let req = ClientRequest::Backup {
