@@ -81,7 +81,11 @@ impl<E: SqlEngine, S: LogStorage> GroupLoop<E, S> {
                         waiting.insert(token, reply);
                         self.replica.submit(token, req);
                     }
-                    GroupInput::Peer { from, msg } => self.replica.receive(from, msg),
+                    GroupInput::Peer { from, msg } => {
+                        if let Err(e) = self.replica.receive(from, msg) {
+                            fail(self.group, &e);
+                        }
+                    }
                     GroupInput::Connected(peer) => self.replica.connected(peer),
                 }
             }
@@ -96,12 +100,7 @@ impl<E: SqlEngine, S: LogStorage> GroupLoop<E, S> {
             }
             let outputs = match self.replica.poll() {
                 Ok(o) => o,
-                Err(e) => {
-                    // Going on could diverge this replica from the others.
-                    tracing::error!(group = self.group.0, error = %e, "replica failed; stopping the node");
-                    eprintln!("paxsql: group {} failed: {e}; stopping", self.group.0);
-                    std::process::exit(70);
-                }
+                Err(e) => fail(self.group, &e),
             };
             for output in outputs {
                 match output {
@@ -121,4 +120,12 @@ impl<E: SqlEngine, S: LogStorage> GroupLoop<E, S> {
             *self.status.lock().expect("status lock") = status;
         }
     }
+}
+
+/// A replica that failed cannot go on: continuing could diverge it from the
+/// others. The node stops; a restart reopens it from its files.
+fn fail(group: GroupId, e: &paxsql_replica::ReplicaError) -> ! {
+    tracing::error!(group = group.0, error = %e, "replica failed; stopping the node");
+    eprintln!("paxsql: group {} failed: {e}; stopping", group.0);
+    std::process::exit(70);
 }

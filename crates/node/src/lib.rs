@@ -49,6 +49,13 @@ pub struct NodeConfig {
     pub queue_max: usize,
     /// The SQL engine behind every replica of this node.
     pub engine: EngineChoice,
+    /// Applied entries above the trimmed log prefix that make a replica
+    /// persist its database and trim its log.
+    pub snapshot_entries: u64,
+    /// Log bytes on disk that do the same whatever the entry count
+    /// (0: no byte limit). The log file is also rewritten once it holds
+    /// half this much in trimmed records.
+    pub snapshot_bytes: u64,
 }
 
 /// Which SQL engine a node runs.
@@ -123,6 +130,8 @@ impl NodeConfig {
             request_timeout: Duration::from_secs(5),
             queue_max: 16_384,
             engine: EngineChoice::Sqlite,
+            snapshot_entries: 8192,
+            snapshot_bytes: 64 << 20,
         }
     }
 }
@@ -381,6 +390,10 @@ fn initial_status(node: NodeId, group: GroupId) -> ReplicaStatus {
         proposals: 0,
         entries_proposed: 0,
         log_bytes: 0,
+        compacted: LogIndex(0),
+        snapshots_taken: 0,
+        snapshots_installed: 0,
+        snapshots_sent: 0,
     }
 }
 
@@ -395,7 +408,17 @@ fn spawn_group(
     status: Arc<Mutex<ReplicaStatus>>,
 ) -> Result<(), StartError> {
     let dir = cfg.data_dir.join(format!("group-{}", group.0));
-    let rcfg = ReplicaConfig::new(cfg.id, group, cfg.peers.keys().copied().collect(), epoch);
+    let mut rcfg = ReplicaConfig::new(cfg.id, group, cfg.peers.keys().copied().collect(), epoch);
+    rcfg.snapshot_entries = cfg.snapshot_entries.max(1);
+    rcfg.snapshot_bytes = cfg.snapshot_bytes;
+    let log_options = LogOptions {
+        // Trimmed records are dropped when the file is rewritten.
+        compact_min_bytes: match cfg.snapshot_bytes {
+            0 => LogOptions::default().compact_min_bytes,
+            b => (b / 2).max(1 << 16),
+        },
+        ..LogOptions::default()
+    };
     let tick = cfg.tick;
     let engine = cfg.engine.clone();
     let cluster = cfg.cluster.clone();
@@ -403,7 +426,7 @@ fn spawn_group(
     std::thread::Builder::new()
         .name(format!("group-{}", group.0))
         .spawn(move || {
-            let replica = match open_replica(&dir, rcfg, &engine, &cluster) {
+            let replica = match open_replica(&dir, rcfg, log_options, &engine, &cluster) {
                 Ok(r) => {
                     let _ = opened_tx.send(Ok(()));
                     r
@@ -439,13 +462,14 @@ type NodeReplica =
 fn open_replica(
     dir: &std::path::Path,
     rcfg: ReplicaConfig,
+    log_options: LogOptions,
     engine: &EngineChoice,
     cluster: &str,
 ) -> Result<NodeReplica, String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
     let log_path = dir.join("paxos.log");
     let file = OsLogFile::open(&log_path).map_err(|e| format!("{}: {e}", log_path.display()))?;
-    let storage = DurableStorage::open_with_options(file, LogOptions::default())
+    let storage = DurableStorage::open_with_options(file, log_options)
         .map_err(|e| format!("{}: {e}", log_path.display()))?;
     let engine = engine.open(dir, cluster, &rcfg)?;
     Replica::open(rcfg, storage, engine).map_err(|e| e.to_string())

@@ -32,6 +32,10 @@ pub(crate) fn record_group(s: &ReplicaStatus) {
     counter("paxsql_leader_changes_total", s.leader_changes);
     counter("paxsql_proposals_total", s.proposals);
     counter("paxsql_log_entries_proposed_total", s.entries_proposed);
+    gauge("paxsql_log_compacted_index", s.compacted.0 as f64);
+    counter("paxsql_snapshots_taken_total", s.snapshots_taken);
+    counter("paxsql_snapshots_installed_total", s.snapshots_installed);
+    counter("paxsql_snapshots_sent_total", s.snapshots_sent);
 }
 
 /// A peer link went up or down.

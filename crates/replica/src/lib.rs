@@ -42,6 +42,7 @@
 //!   decided, so it answers "unavailable" rather than stale data. Reads that
 //!   arrive together share one barrier.
 
+mod snapshot;
 mod storage;
 
 pub use storage::LogStorage;
@@ -84,6 +85,16 @@ pub struct ReplicaConfig {
     pub batch_proposals_max: usize,
     /// Requests waiting on this replica at most; more are refused.
     pub inflight_max: usize,
+    /// Applied entries above the trimmed prefix of the log that make the
+    /// replica persist its database and trim the log.
+    pub snapshot_entries: u64,
+    /// Bytes of log on disk that do the same whatever the entry count
+    /// (0: no byte limit).
+    pub snapshot_bytes: u64,
+    /// Bytes of a database image carried by one peer message.
+    pub snapshot_chunk_bytes: usize,
+    /// Ticks between progress reports to the other replicas.
+    pub progress_ticks: u64,
     /// Deliberately unsafe behaviour, for proving that the simulator's
     /// checks catch bugs. Never set outside those tests.
     #[doc(hidden)]
@@ -116,6 +127,10 @@ impl ReplicaConfig {
             request_timeout_ticks: 500,
             batch_proposals_max: 4096,
             inflight_max: 16_384,
+            snapshot_entries: 8192,
+            snapshot_bytes: 64 << 20,
+            snapshot_chunk_bytes: 1 << 20,
+            progress_ticks: 50,
             broken: None,
         }
     }
@@ -173,6 +188,40 @@ pub enum PeerMsg {
         id: u64,
         /// The answer.
         result: Result<Response, RequestError>,
+    },
+    /// How far the sender is; sent every few ticks. Replicas trim their logs
+    /// no further than live peers still need, and a replica that learns it
+    /// is behind a peer's trimmed prefix fetches a snapshot.
+    Progress {
+        /// Entries the sender has applied.
+        applied: LogIndex,
+        /// Entries trimmed from the sender's log.
+        compacted: LogIndex,
+    },
+    /// The receiver's log ends below the sender's trimmed prefix, so the
+    /// sender cannot bring it up to date entry by entry: fetch a snapshot.
+    SnapshotNeeded {
+        /// Entries trimmed from the sender's log.
+        compacted: LogIndex,
+    },
+    /// Asks for the bytes of a database image from `offset`; offset 0 asks
+    /// for a fresh image.
+    SnapshotRequest {
+        /// First byte wanted.
+        offset: u64,
+    },
+    /// A piece of a database image.
+    SnapshotChunk {
+        /// The applied index the image reflects.
+        index: LogIndex,
+        /// Bytes in the whole image.
+        total: u64,
+        /// crc32c of the whole image.
+        checksum: u32,
+        /// Where `data` starts.
+        offset: u64,
+        /// The bytes.
+        data: Vec<u8>,
     },
 }
 
@@ -251,6 +300,14 @@ pub struct ReplicaStatus {
     pub entries_proposed: u64,
     /// Bytes the log occupies on disk.
     pub log_bytes: u64,
+    /// Entries trimmed from the log (the log holds `compacted..accepted`).
+    pub compacted: LogIndex,
+    /// Times this replica trimmed its log since start.
+    pub snapshots_taken: u64,
+    /// Database images this replica installed since start.
+    pub snapshots_installed: u64,
+    /// Database images this replica sent to peers since start.
+    pub snapshots_sent: u64,
 }
 
 struct PendingWrite {
@@ -277,6 +334,9 @@ struct PendingBarrier {
 /// One group's replica on one node. See the crate docs for the loop.
 pub struct Replica<E: SqlEngine, S: LogStorage> {
     cfg: ReplicaConfig,
+    /// How `op` was built, to build it again after a snapshot install.
+    cluster: ClusterConfig,
+    server: ServerConfig,
     op: OmniPaxos<Entry, Shared<S>>,
     /// The same storage OmniPaxos writes to, for `sync`.
     storage: Shared<S>,
@@ -302,6 +362,8 @@ pub struct Replica<E: SqlEngine, S: LogStorage> {
     leader_changes: u64,
     proposals: u64,
     entries_proposed: u64,
+    /// Log compaction and snapshot transfer.
+    snap: snapshot::SnapshotState,
 }
 
 impl<E: SqlEngine, S: LogStorage> std::fmt::Debug for Replica<E, S> {
@@ -329,10 +391,13 @@ impl<E: SqlEngine, S: LogStorage> Replica<E, S> {
         };
         let storage = Shared(std::rc::Rc::new(std::cell::RefCell::new(storage)));
         let op = cluster
-            .build_for_server(server, storage.clone())
+            .clone()
+            .build_for_server(server.clone(), storage.clone())
             .map_err(|e| ReplicaError::Config(e.to_string()))?;
         Ok(Replica {
             cfg,
+            cluster,
+            server,
             op,
             storage,
             engine,
@@ -349,6 +414,7 @@ impl<E: SqlEngine, S: LogStorage> Replica<E, S> {
             leader_changes: 0,
             proposals: 0,
             entries_proposed: 0,
+            snap: snapshot::SnapshotState::default(),
         })
     }
 
@@ -359,12 +425,17 @@ impl<E: SqlEngine, S: LogStorage> Replica<E, S> {
         self.op.tick();
         self.expire();
         self.retry_due();
+        self.snapshot_tick();
     }
 
-    /// A peer's replica of this group says something.
-    pub fn receive(&mut self, from: NodeId, msg: PeerMsg) {
+    /// A peer's replica of this group says something. An error means the
+    /// replica cannot go on (see [`ReplicaError`]).
+    pub fn receive(&mut self, from: NodeId, msg: PeerMsg) -> Result<(), ReplicaError> {
         match msg {
             PeerMsg::Paxos(m) => {
+                if self.refuse_below_trimmed(from, &m) {
+                    return Ok(());
+                }
                 let higher = outranks_my_leadership(&m, &self.op);
                 self.op.handle_incoming(m);
                 if higher {
@@ -396,7 +467,18 @@ impl<E: SqlEngine, S: LogStorage> Replica<E, S> {
                     self.reply(token, result);
                 }
             }
+            PeerMsg::Progress { applied, compacted } => self.on_progress(from, applied, compacted),
+            PeerMsg::SnapshotNeeded { compacted } => self.on_snapshot_needed(from, compacted),
+            PeerMsg::SnapshotRequest { offset } => self.on_snapshot_request(from, offset),
+            PeerMsg::SnapshotChunk {
+                index,
+                total,
+                checksum,
+                offset,
+                data,
+            } => self.on_snapshot_chunk(from, index, total, checksum, offset, data)?,
         }
+        Ok(())
     }
 
     /// The link to `peer` was (re-)established: messages sent meanwhile may
@@ -451,6 +533,8 @@ impl<E: SqlEngine, S: LogStorage> Replica<E, S> {
         }
         // 4. Apply.
         self.apply_decided()?;
+        // 5. Compact: persist the database and trim the log below it.
+        self.maybe_compact()?;
         Ok(std::mem::take(&mut self.outputs))
     }
 
@@ -504,6 +588,10 @@ impl<E: SqlEngine, S: LogStorage> Replica<E, S> {
             proposals: self.proposals,
             entries_proposed: self.entries_proposed,
             log_bytes: self.log_bytes(),
+            compacted: LogIndex(self.op.get_compacted_idx() as u64),
+            snapshots_taken: self.snap.taken,
+            snapshots_installed: self.snap.installed,
+            snapshots_sent: self.snap.sent,
         }
     }
 
@@ -729,8 +817,15 @@ impl<E: SqlEngine, S: LogStorage> Replica<E, S> {
         loop {
             let applied = self.engine.applied_index();
             let decided = self.op.get_decided_idx() as u64;
-            // Invariant: the engine never runs ahead of the decided log.
+            // After a snapshot install the engine may be ahead of the
+            // decided log for a while.
             if applied.0 >= decided {
+                return Ok(());
+            }
+            if (applied.0 as usize) < self.op.get_compacted_idx() {
+                // What the engine needs next was trimmed here (its file was
+                // lost or replaced): only a peer's image can bring it back.
+                self.fetch_from_most_advanced_peer();
                 return Ok(());
             }
             let Some(entries) = self.op.read_decided_suffix(applied.0 as usize) else {

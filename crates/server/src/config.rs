@@ -59,6 +59,16 @@ pub struct NodeArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cluster: Option<String>,
+    /// Applied log entries after which a replica persists its database and
+    /// trims its log (default 8192).
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snapshot_entries: Option<u64>,
+    /// Log bytes on disk after which the same happens whatever the entry
+    /// count (default 67108864 = 64 MiB; 0: no byte limit).
+    #[arg(long, value_name = "BYTES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snapshot_bytes: Option<u64>,
     /// Serve /debug/isolate, which cuts this node off from its peers (tests only).
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -78,6 +88,8 @@ pub struct NodeSettings {
     pub data_dir: PathBuf,
     pub cluster: String,
     pub fault_injection: bool,
+    pub snapshot_entries: u64,
+    pub snapshot_bytes: u64,
     /// The PostgreSQL listener's address; `None` when off.
     pub pg: Option<String>,
     /// Whether `pg` is the default derived from `http` (a taken port is then
@@ -142,6 +154,10 @@ impl NodeArgs {
             ),
             (other, _) => bail!("--engine must be sqlite or postgres, not {other:?}"),
         }
+        let snapshot_entries = self.snapshot_entries.unwrap_or(8192);
+        if snapshot_entries == 0 {
+            bail!("--snapshot-entries must be 1 or more");
+        }
         let http = self.http.unwrap_or_else(|| "127.0.0.1:4001".into());
         let (pg, pg_derived) = match self.pg.as_deref() {
             Some("off") => (None, false),
@@ -168,6 +184,8 @@ impl NodeArgs {
                 .unwrap_or_else(|| PathBuf::from(format!("paxsql-data/node-{id}"))),
             cluster: self.cluster.unwrap_or_else(|| "paxsql".into()),
             fault_injection: self.fault_injection.unwrap_or(false),
+            snapshot_entries,
+            snapshot_bytes: self.snapshot_bytes.unwrap_or(64 << 20),
             engine,
             postgres_url: self.postgres_url,
         })

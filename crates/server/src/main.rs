@@ -86,6 +86,8 @@ fn run_node(args: config::NodeArgs) -> anyhow::Result<()> {
         );
         cfg.cluster = settings.cluster.clone();
         cfg.engine = settings.engine_choice();
+        cfg.snapshot_entries = settings.snapshot_entries;
+        cfg.snapshot_bytes = settings.snapshot_bytes;
         let metrics = backend::install_metrics()?;
         let node = paxsql_node::start(cfg).await?;
         tracing::info!(

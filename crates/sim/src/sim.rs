@@ -260,7 +260,9 @@ impl Sim {
                         .message(self.now, || format!("deliver {from}->{to} {d}"));
                 }
             }
-            self.replica(to).receive(NodeId(from), msg);
+            if let Err(e) = self.replica(to).receive(NodeId(from), msg) {
+                self.replica_failed(to, e);
+            }
         }
         // 4. Faults, here: a crash now loses what the deliveries wrote.
         self.maybe_fault();
@@ -288,20 +290,23 @@ impl Sim {
             .unwrap_or_else(|| panic!("node {id} is not running"))
     }
 
+    /// Production stops the process; so does the simulator. No fault
+    /// injected here makes storage or SQLite fail, so it is a finding too.
+    fn replica_failed(&mut self, id: u64, e: paxsql_replica::ReplicaError) {
+        self.violations.push(Violation {
+            check: "replica_error",
+            tick: self.now,
+            detail: format!("node {id}: {e}"),
+        });
+        let unsynced = self.nodes[&id].unsynced_bytes();
+        self.crash(id, unsynced, self.now + 10);
+    }
+
     fn poll(&mut self, id: u64) {
         let outputs = match self.replica(id).poll() {
             Ok(o) => o,
             Err(e) => {
-                // Production stops the process; so does the simulator. No
-                // fault injected here makes storage or SQLite fail, so it
-                // is a finding too.
-                self.violations.push(Violation {
-                    check: "replica_error",
-                    tick: self.now,
-                    detail: format!("node {id}: {e}"),
-                });
-                let unsynced = self.nodes[&id].unsynced_bytes();
-                self.crash(id, unsynced, self.now + 10);
+                self.replica_failed(id, e);
                 return;
             }
         };
@@ -878,6 +883,19 @@ fn describe(msg: &PeerMsg) -> Option<String> {
         PeerMsg::LeaderReadReply { id, result } => {
             format!("LeaderReadReply #{id} ok={}", result.is_ok())
         }
+        PeerMsg::Progress { .. } => return None,
+        PeerMsg::SnapshotNeeded { compacted } => format!("SnapshotNeeded(compacted {compacted})"),
+        PeerMsg::SnapshotRequest { offset } => format!("SnapshotRequest(offset {offset})"),
+        PeerMsg::SnapshotChunk {
+            index,
+            total,
+            offset,
+            data,
+            ..
+        } => format!(
+            "SnapshotChunk(index {index}, bytes {offset}..{} of {total})",
+            offset + data.len() as u64
+        ),
     };
     const MAX: usize = 160;
     Some(if text.len() > MAX {

@@ -151,6 +151,27 @@ pub trait SqlEngine {
         let _ = dest;
         Err(EngineError::Unsupported("backup".into()))
     }
+
+    /// An image of the whole database — internal tables (applied index,
+    /// completed request ids) included — and the applied index it reflects,
+    /// for another replica to [`Self::install`].
+    fn snapshot(&mut self) -> Result<(LogIndex, Vec<u8>), EngineError> {
+        Err(EngineError::Unsupported("snapshots".into()))
+    }
+
+    /// Replaces the whole database by an image that [`Self::snapshot`] took
+    /// on another replica, atomically and durably. Afterwards
+    /// [`Self::applied_index`] is `index`.
+    fn install(&mut self, index: LogIndex, image: &[u8]) -> Result<(), EngineError> {
+        let _ = (index, image);
+        Err(EngineError::Unsupported("snapshots".into()))
+    }
+
+    /// Makes every entry applied so far survive a power loss and returns the
+    /// applied index that is now durable: the log below it may be trimmed.
+    fn persist(&mut self) -> Result<LogIndex, EngineError> {
+        Err(EngineError::Unsupported("snapshots".into()))
+    }
 }
 
 /// Engines chosen at run time (by flag) are boxed.
@@ -175,5 +196,14 @@ impl SqlEngine for Box<dyn SqlEngine + Send> {
     }
     fn backup(&mut self, dest: &std::path::Path) -> Result<LogIndex, EngineError> {
         (**self).backup(dest)
+    }
+    fn snapshot(&mut self) -> Result<(LogIndex, Vec<u8>), EngineError> {
+        (**self).snapshot()
+    }
+    fn install(&mut self, index: LogIndex, image: &[u8]) -> Result<(), EngineError> {
+        (**self).install(index, image)
+    }
+    fn persist(&mut self) -> Result<LogIndex, EngineError> {
+        (**self).persist()
     }
 }

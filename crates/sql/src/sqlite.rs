@@ -139,6 +139,13 @@ impl SqliteEngine {
         &self.path
     }
 
+    /// A file beside the database for moving images in and out.
+    fn scratch_path(&self, what: &str) -> PathBuf {
+        let mut name = self.path.file_name().unwrap_or_default().to_os_string();
+        name.push(format!(".{what}"));
+        self.path.with_file_name(name)
+    }
+
     fn apply_write(&mut self, index: LogIndex, w: &WriteRequest) -> Result<Applied, EngineError> {
         if let Some(results) = self.completed(&w.id)? {
             return Ok(Applied::Write {
@@ -335,6 +342,75 @@ impl SqlEngine for SqliteEngine {
                 .map_err(storage)?;
         }
         copy.execute_batch("PRAGMA journal_mode=DELETE; VACUUM;")
+            .map_err(storage)?;
+        Ok(self.applied)
+    }
+
+    fn snapshot(&mut self) -> Result<(LogIndex, Vec<u8>), EngineError> {
+        // Between entries no transaction is open: the copy is the state at
+        // exactly `self.applied`. The backup API writes a plain (rollback
+        // journal) file, which `install` can read back on any replica.
+        let tmp = self.scratch_path("snapshot-out");
+        let _ = std::fs::remove_file(&tmp);
+        self.write
+            .backup(
+                rusqlite::MAIN_DB,
+                &tmp,
+                None::<fn(rusqlite::backup::Progress)>,
+            )
+            .map_err(storage)?;
+        let image = std::fs::read(&tmp).map_err(|e| EngineError::Storage(e.to_string()));
+        let _ = std::fs::remove_file(&tmp);
+        Ok((self.applied, image?))
+    }
+
+    fn install(&mut self, index: LogIndex, image: &[u8]) -> Result<(), EngineError> {
+        let tmp = self.scratch_path("snapshot-in");
+        std::fs::write(&tmp, image).map_err(|e| EngineError::Storage(e.to_string()))?;
+        // The image must be what it claims before it replaces anything.
+        let claimed: rusqlite::Result<i64> = Connection::open_with_flags(
+            &tmp,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .and_then(|c| {
+            c.query_row(
+                "SELECT value FROM _paxsql_meta WHERE key = 'applied_index'",
+                [],
+                |r| r.get(0),
+            )
+        });
+        let checked = match claimed {
+            Ok(i) if i as u64 == index.0 => Ok(()),
+            Ok(i) => Err(EngineError::Inconsistent(format!(
+                "snapshot image is at index {i}, not {index}"
+            ))),
+            Err(e) => Err(EngineError::Inconsistent(format!(
+                "snapshot image is not a database: {e}"
+            ))),
+        };
+        // One write transaction on the live file: all of the image or none.
+        let restored = checked.and_then(|()| {
+            self.write
+                .restore(
+                    rusqlite::MAIN_DB,
+                    &tmp,
+                    None::<fn(rusqlite::backup::Progress)>,
+                )
+                .map_err(storage)
+        });
+        let _ = std::fs::remove_file(&tmp);
+        restored?;
+        self.applied = index;
+        self.persist()?;
+        Ok(())
+    }
+
+    fn persist(&mut self) -> Result<LogIndex, EngineError> {
+        // With synchronous=NORMAL the WAL is synced before a checkpoint
+        // starts, so every commit so far is durable once this returns, even
+        // if a reader kept the checkpoint from finishing.
+        self.write
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
             .map_err(storage)?;
         Ok(self.applied)
     }

@@ -12,16 +12,40 @@ mod sql;
 pub use ids::{GroupId, LogIndex, NodeId, RequestId, REQUEST_ID_LEN_MAX};
 pub use sql::{Params, Statement, StmtResult, Value};
 
-use omnipaxos::macros::Entry as OmniEntry;
 use serde::{Deserialize, Serialize};
 
 /// One entry of a group's replicated log: a batch of proposals made by one
 /// node. Batching in the application (rather than OmniPaxos' own
 /// `batch_size`) keeps decisions prompt: one entry, one round, many requests.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, OmniEntry)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Entry {
     /// The proposals, applied in this order, all in one engine transaction.
     pub proposals: Vec<Proposal>,
+}
+
+impl omnipaxos::storage::Entry for Entry {
+    type Snapshot = Compacted;
+}
+
+/// What OmniPaxos keeps in place of a trimmed log prefix: nothing. The state
+/// those entries built is the replica's database itself, which is made
+/// durable before the log is trimmed and travels between replicas as a
+/// database image, outside OmniPaxos. So OmniPaxos never builds snapshots
+/// from entries ([`omnipaxos::storage::Snapshot::use_snapshots`] is false):
+/// it only records that a prefix is gone.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Compacted;
+
+impl omnipaxos::storage::Snapshot<Entry> for Compacted {
+    fn create(_entries: &[Entry]) -> Self {
+        Compacted
+    }
+
+    fn merge(&mut self, _delta: Self) {}
+
+    fn use_snapshots() -> bool {
+        false
+    }
 }
 
 /// What a log entry can ask of every replica.
