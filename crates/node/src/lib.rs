@@ -221,6 +221,16 @@ pub struct GroupStatus {
     pub accepted_index: u64,
     /// Clients waiting.
     pub inflight: usize,
+    /// Entries trimmed from the local log (it holds `compacted..accepted`).
+    pub compacted_index: u64,
+    /// Bytes of the log file.
+    pub log_bytes: u64,
+    /// Times this replica trimmed its log since start.
+    pub snapshots_taken: u64,
+    /// Database images it installed since start (catch-up by snapshot).
+    pub snapshots_installed: u64,
+    /// Database images it sent to other replicas since start.
+    pub snapshots_sent: u64,
 }
 
 /// A node of the cluster as `/nodes` shows it.
@@ -649,6 +659,11 @@ impl NodeHandle {
                     applied_index: s.applied.0,
                     accepted_index: s.accepted.0,
                     inflight: s.inflight,
+                    compacted_index: s.compacted.0,
+                    log_bytes: s.log_bytes,
+                    snapshots_taken: s.snapshots_taken,
+                    snapshots_installed: s.snapshots_installed,
+                    snapshots_sent: s.snapshots_sent,
                 }
             })
             .collect();
