@@ -10,7 +10,9 @@
 //! the transport and its answers to the waiting clients.
 
 use crate::transport::Links;
-use paxsql_replica::{ClientRequest, LogStorage, Output, PeerMsg, Replica, ReplicaStatus};
+use paxsql_replica::{
+    ClientRequest, LogStorage, Membership, Output, PeerMsg, Replica, ReplicaStatus,
+};
 use paxsql_sql::SqlEngine;
 use paxsql_types::{GroupId, NodeId, RequestError, Response};
 use std::collections::HashMap;
@@ -57,7 +59,12 @@ pub(crate) struct GroupLoop<E: SqlEngine, S: LogStorage> {
     pub(crate) links: Arc<Links>,
     pub(crate) status: Arc<Mutex<ReplicaStatus>>,
     pub(crate) tick: Duration,
+    /// Records a new configuration durably and opens its empty log.
+    pub(crate) next_config: NextConfig<S>,
 }
+
+/// Records a configuration and opens its log (see [`GroupLoop`]).
+pub(crate) type NextConfig<S> = Box<dyn FnMut(&Membership) -> Result<S, String> + Send>;
 
 impl<E: SqlEngine, S: LogStorage> GroupLoop<E, S> {
     pub(crate) fn run(mut self) {
@@ -110,6 +117,7 @@ impl<E: SqlEngine, S: LogStorage> GroupLoop<E, S> {
                             let _ = tx.send(result);
                         }
                     }
+                    Output::Reconfigured(m) => self.start_config(&m),
                 }
             }
             let status = self.replica.status();
@@ -118,6 +126,37 @@ impl<E: SqlEngine, S: LogStorage> GroupLoop<E, S> {
                 next_metrics = now + METRICS_EVERY;
             }
             *self.status.lock().expect("status lock") = status;
+        }
+    }
+}
+
+impl<E: SqlEngine, S: LogStorage> GroupLoop<E, S> {
+    /// Moves the replica to the configuration its StopSign announced: the
+    /// new members are dialled, the configuration is recorded, its log
+    /// opened.
+    fn start_config(&mut self, m: &Membership) {
+        match crate::membership::StoredMembership::from_membership(m) {
+            Ok(stored) => {
+                for (&peer, addr) in &stored.peers {
+                    self.links.add_peer(peer, addr.clone());
+                }
+            }
+            Err(e) => tracing::warn!(group = self.group.0, "membership change: {e}"),
+        }
+        let started = (self.next_config)(m)
+            .map_err(|e| e.to_string())
+            .and_then(|storage| {
+                self.replica
+                    .start_config(m, storage)
+                    .map_err(|e| e.to_string())
+            });
+        if let Err(e) = started {
+            tracing::error!(group = self.group.0, error = %e, "starting the new configuration failed; stopping the node");
+            eprintln!(
+                "paxsql: group {}: starting configuration {} failed: {e}; stopping",
+                self.group.0, m.config_id
+            );
+            std::process::exit(70);
         }
     }
 }

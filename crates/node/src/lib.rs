@@ -8,6 +8,7 @@
 
 mod datadir;
 mod group;
+pub mod membership;
 mod metrics;
 mod transport;
 
@@ -231,6 +232,12 @@ pub struct GroupStatus {
     pub snapshots_installed: u64,
     /// Database images it sent to other replicas since start.
     pub snapshots_sent: u64,
+    /// The current configuration (each membership change starts the next).
+    pub config_id: u32,
+    /// Its members.
+    pub members: Vec<u64>,
+    /// This node is not a member any more.
+    pub removed: bool,
 }
 
 /// A node of the cluster as `/nodes` shows it.
@@ -256,15 +263,27 @@ pub struct PeerStatus {
 
 /// Starts a node: opens every group's log and database, binds the peer
 /// port, and starts the threads and tasks. Must run inside a tokio runtime.
-pub async fn start(cfg: NodeConfig) -> Result<NodeHandle, StartError> {
+pub async fn start(mut cfg: NodeConfig) -> Result<NodeHandle, StartError> {
     if !cfg.peers.contains_key(&cfg.id) {
         return Err(StartError::NotAPeer(cfg.id));
+    }
+    let members: Vec<NodeId> = cfg.peers.keys().copied().collect();
+    datadir::claim(&cfg.data_dir, cfg.id, &cfg.cluster, &members)?;
+    // After a membership change (or a join) the members are the stored
+    // ones, not `--peers`.
+    let group0 = cfg.data_dir.join("group-0");
+    let stored = membership::load(&group0).map_err(|reason| StartError::Open {
+        group: GroupId(0),
+        reason,
+    })?;
+    if let Some(m) = stored {
+        for (id, addr) in m.peers {
+            cfg.peers.insert(id, addr);
+        }
     }
     if cfg.peers.len() < 2 {
         return Err(StartError::TooFewNodes(cfg.peers.len()));
     }
-    let members: Vec<NodeId> = cfg.peers.keys().copied().collect();
-    datadir::claim(&cfg.data_dir, cfg.id, &cfg.cluster, &members)?;
     let addr = cfg.peers[&cfg.id].clone();
     let listener = TcpListener::bind(&addr)
         .await
@@ -307,7 +326,6 @@ pub async fn start(cfg: NodeConfig) -> Result<NodeHandle, StartError> {
     tokio::spawn(transport::accept_loop(
         listener,
         cfg.cluster.clone(),
-        Arc::new(cfg.peers.clone()),
         inbox,
         Arc::clone(&links),
     ));
@@ -404,6 +422,10 @@ fn initial_status(node: NodeId, group: GroupId) -> ReplicaStatus {
         snapshots_taken: 0,
         snapshots_installed: 0,
         snapshots_sent: 0,
+        config_id: 1,
+        members: Vec::new(),
+        base: LogIndex(0),
+        removed: false,
     }
 }
 
@@ -419,6 +441,22 @@ fn spawn_group(
 ) -> Result<(), StartError> {
     let dir = cfg.data_dir.join(format!("group-{}", group.0));
     let mut rcfg = ReplicaConfig::new(cfg.id, group, cfg.peers.keys().copied().collect(), epoch);
+    let stored = membership::load(&dir).map_err(|reason| StartError::Open { group, reason })?;
+    if let Some(m) = &stored {
+        if !m.peers.contains_key(&cfg.id) {
+            let reason = format!(
+                "node {} was removed from the cluster (configuration {}); to add it again, \
+                 start it with an empty --data-dir and --join",
+                cfg.id, m.config_id
+            );
+            return Err(StartError::Open { group, reason });
+        }
+        let m = m.to_membership();
+        rcfg.nodes = m.nodes;
+        rcfg.config_id = m.config_id;
+        rcfg.base = m.base.0;
+        rcfg.metadata = m.metadata;
+    }
     rcfg.snapshot_entries = cfg.snapshot_entries.max(1);
     rcfg.snapshot_bytes = cfg.snapshot_bytes;
     let log_options = LogOptions {
@@ -436,6 +474,7 @@ fn spawn_group(
     std::thread::Builder::new()
         .name(format!("group-{}", group.0))
         .spawn(move || {
+            let config_id = rcfg.config_id;
             let replica = match open_replica(&dir, rcfg, log_options, &engine, &cluster) {
                 Ok(r) => {
                     let _ = opened_tx.send(Ok(()));
@@ -446,6 +485,17 @@ fn spawn_group(
                     return;
                 }
             };
+            let mut current = config_id;
+            let next_config = Box::new(move |m: &paxsql_replica::Membership| {
+                let stored = membership::StoredMembership::from_membership(m)?;
+                membership::save(&dir, &stored).map_err(|e| format!("{}: {e}", dir.display()))?;
+                let path = membership::log_path(&dir, m.config_id);
+                let _ = std::fs::remove_file(&path);
+                let storage = open_log(&path, log_options)?;
+                let _ = std::fs::remove_file(membership::log_path(&dir, current));
+                current = m.config_id;
+                Ok(storage)
+            });
             GroupLoop {
                 group,
                 replica,
@@ -453,6 +503,7 @@ fn spawn_group(
                 links,
                 status,
                 tick,
+                next_config,
             }
             .run();
         })
@@ -466,8 +517,8 @@ fn spawn_group(
         .map_err(|reason| StartError::Open { group, reason })
 }
 
-type NodeReplica =
-    Replica<Box<dyn SqlEngine + Send>, DurableStorage<paxsql_types::Entry, OsLogFile>>;
+type NodeLog = DurableStorage<paxsql_types::Entry, OsLogFile>;
+type NodeReplica = Replica<Box<dyn SqlEngine + Send>, NodeLog>;
 
 fn open_replica(
     dir: &std::path::Path,
@@ -477,12 +528,14 @@ fn open_replica(
     cluster: &str,
 ) -> Result<NodeReplica, String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
-    let log_path = dir.join("paxos.log");
-    let file = OsLogFile::open(&log_path).map_err(|e| format!("{}: {e}", log_path.display()))?;
-    let storage = DurableStorage::open_with_options(file, log_options)
-        .map_err(|e| format!("{}: {e}", log_path.display()))?;
+    let storage = open_log(&membership::log_path(dir, rcfg.config_id), log_options)?;
     let engine = engine.open(dir, cluster, &rcfg)?;
     Replica::open(rcfg, storage, engine).map_err(|e| e.to_string())
+}
+
+fn open_log(path: &std::path::Path, options: LogOptions) -> Result<NodeLog, String> {
+    let file = OsLogFile::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    DurableStorage::open_with_options(file, options).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 impl NodeHandle {
@@ -556,6 +609,77 @@ impl NodeHandle {
         } else {
             self.write(stmts, transaction, id).await
         }
+    }
+
+    /// Adds node `id`, reachable at peer address `addr`, to every group:
+    /// a StopSign through the log, then a new configuration with it. The
+    /// new node gets the data by snapshot. Answers the configuration it
+    /// joins, for it to record before it starts. Asking again for a node
+    /// already a member at that address answers the current configuration.
+    pub async fn join(
+        &self,
+        id: NodeId,
+        addr: String,
+    ) -> Result<membership::StoredMembership, RequestError> {
+        let s = self.group_status(GroupId(0));
+        let mut peers = self.member_addresses(&s.members);
+        if let Some(known) = peers.get(&id) {
+            if *known != addr {
+                return Err(RequestError::BadRequest(format!(
+                    "node {id} is already a member, at {known}; remove it first"
+                )));
+            }
+            return Ok(membership::StoredMembership {
+                config_id: s.config_id,
+                base: s.base.0,
+                peers,
+            });
+        }
+        peers.insert(id, addr);
+        self.change_members(peers).await
+    }
+
+    /// Removes node `id` from every group (see [`Self::join`]).
+    pub async fn remove(&self, id: NodeId) -> Result<membership::StoredMembership, RequestError> {
+        let s = self.group_status(GroupId(0));
+        let mut peers = self.member_addresses(&s.members);
+        if peers.remove(&id).is_none() {
+            return Err(RequestError::BadRequest(format!(
+                "node {id} is not a member (members: {:?})",
+                s.members.iter().map(|m| m.0).collect::<Vec<_>>()
+            )));
+        }
+        if peers.len() < 2 {
+            return Err(RequestError::BadRequest(
+                "a cluster needs at least two members".into(),
+            ));
+        }
+        self.change_members(peers).await
+    }
+
+    async fn change_members(
+        &self,
+        peers: BTreeMap<NodeId, String>,
+    ) -> Result<membership::StoredMembership, RequestError> {
+        let req = ClientRequest::Reconfigure {
+            nodes: peers.keys().copied().collect(),
+            metadata: membership::encode_peers(&peers),
+        };
+        let before = self.group_status(GroupId(0)).config_id;
+        let r = self.call(GroupId(0), req).await?;
+        Ok(membership::StoredMembership {
+            config_id: before + 1,
+            base: r.index.0,
+            peers,
+        })
+    }
+
+    fn member_addresses(&self, members: &[NodeId]) -> BTreeMap<NodeId, String> {
+        let known = self.inner.links.peers();
+        members
+            .iter()
+            .filter_map(|m| known.get(m).map(|a| (*m, a.clone())))
+            .collect()
     }
 
     /// A consistent copy of the database (SQLite file bytes) and the
@@ -664,6 +788,9 @@ impl NodeHandle {
                     snapshots_taken: s.snapshots_taken,
                     snapshots_installed: s.snapshots_installed,
                     snapshots_sent: s.snapshots_sent,
+                    config_id: s.config_id,
+                    members: s.members.iter().map(|m| m.0).collect(),
+                    removed: s.removed,
                 }
             })
             .collect();
@@ -718,6 +845,9 @@ impl NodeHandle {
     pub fn ready(&self) -> Result<(), String> {
         for &g in self.inner.groups.keys() {
             let s = self.group_status(g);
+            if s.removed {
+                return Err(format!("group {g}: this node was removed from the cluster"));
+            }
             if s.leader.is_none() || s.role == Role::Candidate {
                 return Err(format!("group {g}: no leader yet"));
             }

@@ -10,7 +10,8 @@
 //!
 //! Frames are length-delimited postcard messages ([`Wire`]). The first frame
 //! on a connection is a `Hello` naming the sender; frames from a node that is
-//! not a configured peer are refused.
+//! not a known peer are refused. Peers are added at run time when a
+//! membership change brings a new node ([`Links::add_peer`]).
 //!
 //! For tests, a fault switch cuts this node off from all its peers while it
 //! keeps running (every connection is closed and none is accepted or made).
@@ -74,7 +75,13 @@ pub(crate) struct PeerReport {
 #[derive(Debug)]
 pub(crate) struct Links {
     me: NodeId,
-    out: HashMap<NodeId, Link>,
+    cluster: String,
+    inbox: Inbox,
+    /// The runtime the dialling tasks run on (group threads add peers).
+    runtime: tokio::runtime::Handle,
+    out: std::sync::RwLock<HashMap<NodeId, Link>>,
+    /// Every known node's peer address, this one's included.
+    addrs: std::sync::RwLock<BTreeMap<NodeId, String>>,
     pub(crate) isolated: AtomicBool,
     /// The last report of each peer, and when it came.
     pub(crate) reports: std::sync::Mutex<BTreeMap<NodeId, (PeerReport, std::time::Instant)>>,
@@ -98,7 +105,14 @@ impl Links {
     /// Sends this node's report to every connected peer.
     pub(crate) fn broadcast_report(&self, report: PeerReport) {
         let wire = Wire::Report(report);
-        for &peer in self.out.keys() {
+        let peers: Vec<NodeId> = self
+            .out
+            .read()
+            .expect("links lock")
+            .keys()
+            .copied()
+            .collect();
+        for peer in peers {
             self.send_wire(peer, &wire);
         }
     }
@@ -107,7 +121,8 @@ impl Links {
         if to == self.me {
             return;
         }
-        let Some(link) = self.out.get(&to) else {
+        let out = self.out.read().expect("links lock");
+        let Some(link) = out.get(&to) else {
             tracing::warn!(to = to.0, "message for an unknown peer dropped");
             return;
         };
@@ -137,8 +152,49 @@ impl Links {
         peer == self.me
             || self
                 .out
+                .read()
+                .expect("links lock")
                 .get(&peer)
                 .is_some_and(|l| l.connected.load(Ordering::Relaxed))
+    }
+
+    /// Every known node's peer address, this one's included.
+    pub(crate) fn peers(&self) -> BTreeMap<NodeId, String> {
+        self.addrs.read().expect("links lock").clone()
+    }
+
+    /// Starts dialling a node not known before (a member added by a
+    /// membership change). Known nodes keep their link.
+    pub(crate) fn add_peer(self: &Arc<Self>, peer: NodeId, addr: String) {
+        if peer == self.me {
+            return;
+        }
+        let mut out = self.out.write().expect("links lock");
+        if out.contains_key(&peer) {
+            return;
+        }
+        self.addrs
+            .write()
+            .expect("links lock")
+            .insert(peer, addr.clone());
+        let (tx, rx) = mpsc::channel(QUEUE_FRAMES_MAX);
+        let link = Link {
+            tx,
+            reset: Arc::new(AtomicBool::new(false)),
+            connected: Arc::new(AtomicBool::new(false)),
+        };
+        let dial = Dialer {
+            me: self.me,
+            cluster: self.cluster.clone(),
+            peer,
+            addr,
+            reset: link.reset.clone(),
+            connected: link.connected.clone(),
+            inbox: self.inbox.clone(),
+            links: Arc::clone(self),
+        };
+        out.insert(peer, link);
+        self.runtime.spawn(dial.run(rx));
     }
 }
 
@@ -176,48 +232,25 @@ impl Inbox {
 }
 
 /// Starts the dialling tasks for every peer and returns the sending side.
+/// Must run inside the tokio runtime.
 pub(crate) fn start_links(
     me: NodeId,
     cluster: &str,
     peers: &BTreeMap<NodeId, String>,
     inbox: Inbox,
 ) -> Arc<Links> {
-    let mut out = HashMap::new();
-    let mut tasks = Vec::new();
-    for (&peer, addr) in peers.iter().filter(|(&p, _)| p != me) {
-        let (tx, rx) = mpsc::channel(QUEUE_FRAMES_MAX);
-        let link = Link {
-            tx,
-            reset: Arc::new(AtomicBool::new(false)),
-            connected: Arc::new(AtomicBool::new(false)),
-        };
-        tasks.push((
-            peer,
-            addr.clone(),
-            rx,
-            link.reset.clone(),
-            link.connected.clone(),
-        ));
-        out.insert(peer, link);
-    }
     let links = Arc::new(Links {
         me,
-        out,
+        cluster: cluster.to_owned(),
+        inbox,
+        runtime: tokio::runtime::Handle::current(),
+        out: std::sync::RwLock::new(HashMap::new()),
+        addrs: std::sync::RwLock::new(peers.clone()),
         isolated: AtomicBool::new(false),
         reports: std::sync::Mutex::new(BTreeMap::new()),
     });
-    for (peer, addr, rx, reset, connected) in tasks {
-        let dial = Dialer {
-            me,
-            cluster: cluster.to_owned(),
-            peer,
-            addr,
-            reset,
-            connected,
-            inbox: inbox.clone(),
-            links: Arc::clone(&links),
-        };
-        tokio::spawn(dial.run(rx));
+    for (&peer, addr) in peers {
+        links.add_peer(peer, addr.clone());
     }
     links
 }
@@ -337,7 +370,6 @@ pub(crate) fn codec() -> LengthDelimitedCodec {
 pub(crate) async fn accept_loop(
     listener: TcpListener,
     cluster: String,
-    peers: Arc<BTreeMap<NodeId, String>>,
     inbox: Inbox,
     links: Arc<Links>,
 ) {
@@ -356,7 +388,6 @@ pub(crate) async fn accept_loop(
         let _ = stream.set_nodelay(true);
         let session = Session {
             cluster: cluster.clone(),
-            peers: Arc::clone(&peers),
             inbox: inbox.clone(),
             links: Arc::clone(&links),
         };
@@ -370,7 +401,6 @@ pub(crate) async fn accept_loop(
 
 struct Session {
     cluster: String,
-    peers: Arc<BTreeMap<NodeId, String>>,
     inbox: Inbox,
     links: Arc<Links>,
 }
@@ -393,8 +423,14 @@ impl Session {
             }
             _ => return Err("first frame is not a hello".into()),
         };
-        if !self.peers.contains_key(&from) {
-            return Err(format!("node {from} is not a configured peer"));
+        if !self
+            .links
+            .addrs
+            .read()
+            .expect("links lock")
+            .contains_key(&from)
+        {
+            return Err(format!("node {from} is not a known peer"));
         }
         self.inbox.session_started(from);
         let mut check = tokio::time::interval(Duration::from_millis(50));

@@ -69,8 +69,18 @@ pub struct ReplicaConfig {
     pub node: NodeId,
     /// The group this replica belongs to.
     pub group: GroupId,
-    /// Every node of the group, this one included.
+    /// Every node of the group's current configuration, this one included.
     pub nodes: Vec<NodeId>,
+    /// The current configuration (1 for the first; each membership change
+    /// starts the next).
+    pub config_id: u32,
+    /// The log index at which the current configuration's log starts: a new
+    /// configuration is a new OmniPaxos instance whose log counts from 0,
+    /// and its entry `i` is the group's entry `base + i`.
+    pub base: u64,
+    /// What the StopSign that started the current configuration carried
+    /// (empty for the first).
+    pub metadata: Vec<u8>,
     /// Distinguishes this run of the node from earlier ones (random at start).
     pub epoch: u64,
     /// Ticks between heartbeat rounds of leader election.
@@ -120,6 +130,9 @@ impl ReplicaConfig {
             node,
             group,
             nodes,
+            config_id: 1,
+            base: 0,
+            metadata: Vec::new(),
             epoch,
             election_ticks: 10,
             resend_ticks: 20,
@@ -157,6 +170,17 @@ pub enum ClientRequest {
         /// How fresh.
         level: ReadLevel,
     },
+    /// Change the group's members: a StopSign through the log, after which
+    /// the replicas of the new member list start the next configuration
+    /// (see [`Output::Reconfigured`]). Answered once the StopSign is applied
+    /// here.
+    Reconfigure {
+        /// The members after the change.
+        nodes: Vec<NodeId>,
+        /// Carried with the StopSign to every replica (the node layer puts
+        /// the members' addresses there).
+        metadata: Vec<u8>,
+    },
     /// A consistent copy of the database written to `dest`: at `local`
     /// level the state now, otherwise the state after a barrier (every
     /// write acknowledged before the request is in it).
@@ -171,8 +195,14 @@ pub enum ClientRequest {
 /// What replicas of one group say to each other.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum PeerMsg {
-    /// OmniPaxos' own protocol.
-    Paxos(Message<Entry>),
+    /// OmniPaxos' own protocol, within one configuration.
+    Paxos {
+        /// The sender's configuration; messages of another are not handed
+        /// to OmniPaxos.
+        config: u32,
+        /// The message.
+        msg: Message<Entry>,
+    },
     /// Proposals for the leader to append.
     Forward(Vec<Proposal>),
     /// A `leader`-level read for the node that believes it leads.
@@ -210,6 +240,9 @@ pub enum PeerMsg {
         /// First byte wanted.
         offset: u64,
     },
+    /// The receiver spoke in a configuration that has ended: this is the
+    /// one that followed it.
+    ConfigChanged(Membership),
     /// A piece of a database image.
     SnapshotChunk {
         /// The applied index the image reflects.
@@ -242,6 +275,24 @@ pub enum Output {
         /// The answer.
         result: Result<Response, RequestError>,
     },
+    /// The configuration ended with a StopSign, every entry before it is
+    /// applied. The owner records the new membership durably, then calls
+    /// [`Replica::start_config`] with an empty log for it (also when this
+    /// node is not a member any more: the replica then refuses requests).
+    Reconfigured(Membership),
+}
+
+/// A group configuration: who the members are and where its log starts.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Membership {
+    /// The configuration's id (1 for the first).
+    pub config_id: u32,
+    /// Its members.
+    pub nodes: Vec<NodeId>,
+    /// The group log index its log starts at.
+    pub base: LogIndex,
+    /// What the StopSign that started it carried.
+    pub metadata: Vec<u8>,
 }
 
 /// A replica that cannot go on: its storage or engine failed. The owner
@@ -308,6 +359,14 @@ pub struct ReplicaStatus {
     pub snapshots_installed: u64,
     /// Database images this replica sent to peers since start.
     pub snapshots_sent: u64,
+    /// The current configuration.
+    pub config_id: u32,
+    /// Its members.
+    pub members: Vec<NodeId>,
+    /// The group log index its log starts at.
+    pub base: LogIndex,
+    /// This node is not a member any more.
+    pub removed: bool,
 }
 
 struct PendingWrite {
@@ -364,6 +423,21 @@ pub struct Replica<E: SqlEngine, S: LogStorage> {
     entries_proposed: u64,
     /// Log compaction and snapshot transfer.
     snap: snapshot::SnapshotState,
+    /// Membership changes asked for here and not yet applied.
+    reconfigs: Vec<PendingReconfig>,
+    /// Set once this configuration's StopSign is applied, until the owner
+    /// starts the next one.
+    stopped: Option<Membership>,
+    /// This node is not a member of the group any more.
+    removed: bool,
+}
+
+struct PendingReconfig {
+    token: ClientToken,
+    nodes: Vec<NodeId>,
+    metadata: Vec<u8>,
+    deadline: u64,
+    retry_at: u64,
 }
 
 impl<E: SqlEngine, S: LogStorage> std::fmt::Debug for Replica<E, S> {
@@ -378,7 +452,7 @@ impl<E: SqlEngine, S: LogStorage> Replica<E, S> {
     /// Builds a replica from its storage and engine, as found on disk.
     pub fn open(cfg: ReplicaConfig, storage: S, engine: E) -> Result<Self, ReplicaError> {
         let cluster = ClusterConfig {
-            configuration_id: 1,
+            configuration_id: cfg.config_id,
             nodes: cfg.nodes.iter().map(|n| n.0).collect(),
             flexible_quorum: None,
         };
@@ -415,13 +489,103 @@ impl<E: SqlEngine, S: LogStorage> Replica<E, S> {
             proposals: 0,
             entries_proposed: 0,
             snap: snapshot::SnapshotState::default(),
+            reconfigs: Vec::new(),
+            stopped: None,
+            removed: false,
         })
+    }
+
+    /// Starts the configuration that [`Output::Reconfigured`] announced,
+    /// on `storage`, an empty log kept for it. Requests still waiting are
+    /// proposed again in it (their ids keep them from applying twice).
+    pub fn start_config(&mut self, m: &Membership, storage: S) -> Result<(), ReplicaError> {
+        self.stopped = None;
+        if !m.nodes.contains(&self.cfg.node) {
+            tracing::info!(group = %self.cfg.group, config = m.config_id, "this node is not a member any more");
+            self.removed = true;
+            self.fail_all_waiting();
+            return Ok(());
+        }
+        self.cfg.nodes = m.nodes.clone();
+        self.cfg.config_id = m.config_id;
+        self.cfg.base = m.base.0;
+        self.cfg.metadata = m.metadata.clone();
+        self.cluster = ClusterConfig {
+            configuration_id: m.config_id,
+            nodes: m.nodes.iter().map(|n| n.0).collect(),
+            flexible_quorum: None,
+        };
+        self.storage = Shared(std::rc::Rc::new(std::cell::RefCell::new(storage)));
+        self.op = self
+            .cluster
+            .clone()
+            .build_for_server(self.server.clone(), self.storage.clone())
+            .map_err(|e| ReplicaError::Config(e.to_string()))?;
+        tracing::info!(group = %self.cfg.group, config = m.config_id, base = %m.base, nodes = ?m.nodes, "configuration started");
+        self.last_leader = None;
+        self.requeue_all();
+        Ok(())
+    }
+
+    /// The configuration this one started, as carried to laggards.
+    fn current_membership(&self) -> Option<Membership> {
+        (self.cfg.config_id > 1).then(|| Membership {
+            config_id: self.cfg.config_id,
+            nodes: self.cfg.nodes.clone(),
+            base: LogIndex(self.cfg.base),
+            metadata: self.cfg.metadata.clone(),
+        })
+    }
+
+    /// Whether this node was removed from the group.
+    pub fn removed(&self) -> bool {
+        self.removed
+    }
+
+    /// The current configuration.
+    pub fn membership(&self) -> (u32, &[NodeId], LogIndex) {
+        (self.cfg.config_id, &self.cfg.nodes, LogIndex(self.cfg.base))
+    }
+
+    /// Group index of entry `i` of this configuration's log.
+    fn global(&self, local: usize) -> LogIndex {
+        LogIndex(self.cfg.base + local as u64)
+    }
+
+    fn fail_all_waiting(&mut self) {
+        let why =
+            || RequestError::Unavailable("this node is not a member of the group any more".into());
+        let mut tokens: Vec<ClientToken> = Vec::new();
+        for (_, p) in std::mem::take(&mut self.writes) {
+            tokens.extend(p.tokens);
+        }
+        for r in std::mem::take(&mut self.reads_unbarriered) {
+            tokens.push(r.token);
+        }
+        for (_, b) in std::mem::take(&mut self.barriers) {
+            tokens.extend(b.reads.into_iter().map(|r| r.token));
+        }
+        for (_, (t, _)) in std::mem::take(&mut self.leader_reads) {
+            tokens.push(t);
+        }
+        tokens.extend(
+            std::mem::take(&mut self.reconfigs)
+                .into_iter()
+                .map(|r| r.token),
+        );
+        self.queue.clear();
+        for t in tokens {
+            self.reply(t, Err(why()));
+        }
     }
 
     /// Advances the clock by one tick: drives elections, resends, retries
     /// and timeouts.
     pub fn tick(&mut self) {
         self.now += 1;
+        if self.removed {
+            return;
+        }
         self.op.tick();
         self.expire();
         self.retry_due();
@@ -431,8 +595,28 @@ impl<E: SqlEngine, S: LogStorage> Replica<E, S> {
     /// A peer's replica of this group says something. An error means the
     /// replica cannot go on (see [`ReplicaError`]).
     pub fn receive(&mut self, from: NodeId, msg: PeerMsg) -> Result<(), ReplicaError> {
+        if self.removed {
+            return Ok(());
+        }
         match msg {
-            PeerMsg::Paxos(m) => {
+            PeerMsg::Paxos { config, .. } if config < self.cfg.config_id => {
+                // The sender missed a membership change: tell it where the
+                // group went; it continues from a snapshot.
+                if let Some(m) = self.current_membership() {
+                    self.send(from, PeerMsg::ConfigChanged(m));
+                }
+            }
+            PeerMsg::Paxos { config, .. } if config > self.cfg.config_id => {
+                // From a configuration this node has not started yet.
+            }
+            PeerMsg::ConfigChanged(m) => {
+                if m.config_id > self.cfg.config_id && self.stopped.is_none() {
+                    tracing::info!(group = %self.cfg.group, config = m.config_id, "this node missed a membership change; joining the new configuration");
+                    self.stopped = Some(m.clone());
+                    self.outputs.push(Output::Reconfigured(m));
+                }
+            }
+            PeerMsg::Paxos { msg: m, .. } => {
                 if self.refuse_below_trimmed(from, &m) {
                     return Ok(());
                 }
@@ -497,6 +681,11 @@ impl<E: SqlEngine, S: LogStorage> Replica<E, S> {
             self.reply(token, Err(RequestError::Overloaded(msg)));
             return;
         }
+        if self.removed {
+            let why = "this node is not a member of the group any more; use another node";
+            self.reply(token, Err(RequestError::Unavailable(why.into())));
+            return;
+        }
         match req {
             ClientRequest::Write {
                 id,
@@ -504,6 +693,9 @@ impl<E: SqlEngine, S: LogStorage> Replica<E, S> {
                 transaction,
                 env,
             } => self.submit_write(token, id, stmts, transaction, env),
+            ClientRequest::Reconfigure { nodes, metadata } => {
+                self.submit_reconfigure(token, nodes, metadata)
+            }
             ClientRequest::Read { stmts, level } => self.submit_read(token, stmts, level),
             ClientRequest::Backup { dest, level } => self.submit_backup(token, dest, level),
         }
@@ -512,6 +704,9 @@ impl<E: SqlEngine, S: LogStorage> Replica<E, S> {
     /// Runs the driving loop's steps (see the crate docs) and returns what to
     /// send and whom to answer.
     pub fn poll(&mut self) -> Result<Vec<Output>, ReplicaError> {
+        if self.removed {
+            return Ok(std::mem::take(&mut self.outputs));
+        }
         self.note_leader_change();
         // 1. Propose.
         self.open_barrier();
@@ -543,7 +738,8 @@ impl<E: SqlEngine, S: LogStorage> Replica<E, S> {
         self.op.take_outgoing_messages(&mut msgs);
         for m in msgs {
             let to = NodeId(m.get_receiver());
-            self.send(to, PeerMsg::Paxos(m));
+            let config = self.cfg.config_id;
+            self.send(to, PeerMsg::Paxos { config, msg: m });
         }
     }
 
@@ -580,18 +776,22 @@ impl<E: SqlEngine, S: LogStorage> Replica<E, S> {
             role,
             leader,
             ballot: self.op.get_promise().n,
-            decided: LogIndex(self.op.get_decided_idx() as u64),
+            decided: self.global(self.op.get_decided_idx()),
             applied: self.engine.applied_index(),
-            accepted: LogIndex(self.op.get_accepted_idx() as u64),
+            accepted: self.global(self.op.get_accepted_idx()),
             inflight: self.inflight(),
             leader_changes: self.leader_changes,
             proposals: self.proposals,
             entries_proposed: self.entries_proposed,
             log_bytes: self.log_bytes(),
-            compacted: LogIndex(self.op.get_compacted_idx() as u64),
+            compacted: self.compacted(),
             snapshots_taken: self.snap.taken,
             snapshots_installed: self.snap.installed,
             snapshots_sent: self.snap.sent,
+            config_id: self.cfg.config_id,
+            members: self.cfg.nodes.clone(),
+            base: LogIndex(self.cfg.base),
+            removed: self.removed,
         }
     }
 
@@ -678,6 +878,76 @@ impl<E: SqlEngine, S: LogStorage> Replica<E, S> {
             retry_at: self.now + self.cfg.retry_ticks,
         };
         self.writes.insert(id, pending);
+    }
+
+    fn submit_reconfigure(&mut self, token: ClientToken, nodes: Vec<NodeId>, metadata: Vec<u8>) {
+        let mut nodes = nodes;
+        nodes.sort();
+        nodes.dedup();
+        if nodes.len() < 2 {
+            let why = "a group needs at least two members".to_string();
+            self.reply(token, Err(RequestError::BadRequest(why)));
+            return;
+        }
+        if nodes == self.cfg.nodes {
+            let index = self.engine.applied_index();
+            self.reply(
+                token,
+                Ok(Response {
+                    results: Vec::new(),
+                    index,
+                }),
+            );
+            return;
+        }
+        self.propose_reconfigure(&nodes, metadata.clone());
+        self.reconfigs.push(PendingReconfig {
+            token,
+            nodes,
+            metadata,
+            deadline: self.now + self.cfg.request_timeout_ticks,
+            retry_at: self.now + self.cfg.retry_ticks,
+        });
+    }
+
+    fn propose_reconfigure(&mut self, nodes: &[NodeId], metadata: Vec<u8>) {
+        let next = ClusterConfig {
+            configuration_id: self.cfg.config_id + 1,
+            nodes: nodes.iter().map(|n| n.0).collect(),
+            flexible_quorum: None,
+        };
+        // On a follower OmniPaxos forwards the StopSign to the leader (and
+        // may lose it: the retry timer proposes it again). An error means a
+        // StopSign is already on its way.
+        if let Err(e) = self.op.reconfigure(next, Some(metadata)) {
+            tracing::debug!(group = %self.cfg.group, "reconfiguration not proposed: {e:?}");
+        }
+    }
+
+    /// The StopSign at `index` is decided and everything before it applied.
+    fn on_stopsign(&mut self, index: LogIndex, ss: omnipaxos::storage::StopSign) {
+        let m = Membership {
+            config_id: ss.next_config.configuration_id,
+            nodes: ss.next_config.nodes.iter().map(|&n| NodeId(n)).collect(),
+            base: index,
+            metadata: ss.metadata.unwrap_or_default(),
+        };
+        tracing::info!(group = %self.cfg.group, config = m.config_id, base = %index, nodes = ?m.nodes, "configuration stopped for a membership change");
+        for r in std::mem::take(&mut self.reconfigs) {
+            let result = if r.nodes == m.nodes {
+                Ok(Response {
+                    results: Vec::new(),
+                    index,
+                })
+            } else {
+                Err(RequestError::Unavailable(
+                    "another membership change was made first; retry".into(),
+                ))
+            };
+            self.reply(r.token, result);
+        }
+        self.stopped = Some(m.clone());
+        self.outputs.push(Output::Reconfigured(m));
     }
 
     fn submit_read(&mut self, token: ClientToken, stmts: Vec<Statement>, level: ReadLevel) {
@@ -815,20 +1085,27 @@ impl<E: SqlEngine, S: LogStorage> Replica<E, S> {
     /// Step 4: applies every decided entry not yet applied.
     fn apply_decided(&mut self) -> Result<(), ReplicaError> {
         loop {
+            if self.stopped.is_some() {
+                return Ok(());
+            }
             let applied = self.engine.applied_index();
+            let base = self.cfg.base;
             let decided = self.op.get_decided_idx() as u64;
             // After a snapshot install the engine may be ahead of the
             // decided log for a while.
-            if applied.0 >= decided {
+            if applied.0 >= base + decided {
                 return Ok(());
             }
-            if (applied.0 as usize) < self.op.get_compacted_idx() {
-                // What the engine needs next was trimmed here (its file was
-                // lost or replaced): only a peer's image can bring it back.
+            let local = applied.0.checked_sub(base).map(|l| l as usize);
+            let Some(local) = local.filter(|&l| l >= self.op.get_compacted_idx()) else {
+                // What the engine needs next is not in this log: trimmed
+                // here (the database file was lost or replaced), or from
+                // before this configuration (a new member). Only a peer's
+                // image can bring it.
                 self.fetch_from_most_advanced_peer();
                 return Ok(());
-            }
-            let Some(entries) = self.op.read_decided_suffix(applied.0 as usize) else {
+            };
+            let Some(entries) = self.op.read_decided_suffix(local) else {
                 return Ok(());
             };
             for (offset, entry) in entries.into_iter().enumerate() {
@@ -837,6 +1114,10 @@ impl<E: SqlEngine, S: LogStorage> Replica<E, S> {
                     LogEntry::Decided(e) => {
                         let outcomes = self.engine.apply(index, &e)?;
                         self.on_applied(index, outcomes);
+                    }
+                    LogEntry::StopSign(ss, true) => {
+                        self.on_stopsign(index, ss);
+                        return Ok(());
                     }
                     other => {
                         return Err(ReplicaError::Engine(EngineError::Inconsistent(format!(
@@ -919,12 +1200,31 @@ impl<E: SqlEngine, S: LogStorage> Replica<E, S> {
         for token in timed_out {
             self.reply(token, Err(RequestError::timeout("read")));
         }
+        let (expired, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.reconfigs)
+            .into_iter()
+            .partition(|r| r.deadline <= now);
+        self.reconfigs = kept;
+        for r in expired {
+            self.reply(r.token, Err(RequestError::timeout("membership change")));
+        }
     }
 
     /// Queues again every proposal whose retry time has come.
     fn retry_due(&mut self) {
         let now = self.now;
         let retry = self.cfg.retry_ticks;
+        let due: Vec<(Vec<NodeId>, Vec<u8>)> = self
+            .reconfigs
+            .iter_mut()
+            .filter(|r| r.retry_at <= now)
+            .map(|r| {
+                r.retry_at = now + retry;
+                (r.nodes.clone(), r.metadata.clone())
+            })
+            .collect();
+        for (nodes, metadata) in due {
+            self.propose_reconfigure(&nodes, metadata);
+        }
         for p in self.writes.values_mut().filter(|p| p.retry_at <= now) {
             p.retry_at = now + retry;
             self.queue.push(p.proposal.clone());

@@ -104,8 +104,13 @@ pub(crate) struct SnapshotState {
 
 impl<E: SqlEngine, S: LogStorage> Replica<E, S> {
     /// Entries trimmed from this replica's log.
-    fn compacted(&self) -> LogIndex {
-        LogIndex(self.op.get_compacted_idx() as u64)
+    pub(crate) fn compacted(&self) -> LogIndex {
+        self.global(self.op.get_compacted_idx())
+    }
+
+    /// Entries known decided (a StopSign counts as one).
+    fn decided(&self) -> LogIndex {
+        self.global(self.op.get_decided_idx())
     }
 
     /// Whether `m` would make OmniPaxos read this log below its trimmed
@@ -120,10 +125,11 @@ impl<E: SqlEngine, S: LogStorage> Replica<E, S> {
             PaxosMsg::Promise(p) => p.decided_idx,
             _ => return false,
         };
-        let compacted = self.compacted();
-        if (their_decided as u64) >= compacted.0 {
+        // Both sides count in this configuration's log.
+        if their_decided >= self.op.get_compacted_idx() {
             return false;
         }
+        let compacted = self.compacted();
         tracing::debug!(group = %self.cfg.group, peer = from.0, their_decided, %compacted, "peer is behind the trimmed log; it needs a snapshot");
         self.send(from, PeerMsg::SnapshotNeeded { compacted });
         true
@@ -166,8 +172,7 @@ impl<E: SqlEngine, S: LogStorage> Replica<E, S> {
                 at: self.now,
             },
         );
-        let decided = self.op.get_decided_idx() as u64;
-        if compacted.0 <= decided || applied <= self.engine.applied_index() {
+        if compacted <= self.decided() || applied <= self.engine.applied_index() {
             self.snap.behind_since = None;
             return;
         }
@@ -181,7 +186,7 @@ impl<E: SqlEngine, S: LogStorage> Replica<E, S> {
     }
 
     pub(crate) fn on_snapshot_needed(&mut self, from: NodeId, compacted: LogIndex) {
-        if compacted.0 > self.op.get_decided_idx() as u64 {
+        if compacted > self.decided() {
             self.start_fetch(from);
         }
     }
@@ -314,24 +319,24 @@ impl<E: SqlEngine, S: LogStorage> Replica<E, S> {
     /// for when it is taken, used for the engine alone, or refused).
     fn install(&mut self, index: LogIndex, image: &[u8]) -> Result<(), ReplicaError> {
         let applied = self.engine.applied_index();
-        let decided = self.op.get_decided_idx() as u64;
+        let decided = self.decided();
         let compacted = self.compacted();
-        let accepted = self.op.get_accepted_idx() as u64;
-        if index <= applied {
+        let accepted = self.global(self.op.get_accepted_idx());
+        if index <= applied || index.0 < self.cfg.base {
             return Ok(());
         }
-        if index.0 <= decided {
+        if index <= decided {
             if applied >= compacted || index < compacted {
                 // The log brings the engine there (or the image does not
                 // reach what is trimmed here).
                 return Ok(());
             }
             self.engine.install(index, image)?;
-        } else if index.0 >= accepted {
+        } else if index >= accepted {
             self.engine.install(index, image)?;
             self.reset_log(index)?;
         } else {
-            tracing::info!(group = %self.cfg.group, %index, accepted, "snapshot is short of entries this replica accepted; waiting for a later one");
+            tracing::info!(group = %self.cfg.group, %index, %accepted, "snapshot is short of entries this replica accepted; waiting for a later one");
             return Ok(());
         }
         self.snap.installed += 1;
@@ -344,7 +349,7 @@ impl<E: SqlEngine, S: LogStorage> Replica<E, S> {
     /// Replaces the log by an empty one trimmed at `index` and rebuilds
     /// OmniPaxos on it, as a restart would.
     fn reset_log(&mut self, index: LogIndex) -> Result<(), ReplicaError> {
-        let at = index.0 as usize;
+        let at = (index.0 - self.cfg.base) as usize;
         {
             let mut storage = self.storage.0.borrow_mut();
             storage
@@ -409,7 +414,10 @@ impl<E: SqlEngine, S: LogStorage> Replica<E, S> {
 
     /// Step 5 of the loop: persist the database and trim the log below it.
     pub(crate) fn maybe_compact(&mut self) -> Result<(), ReplicaError> {
-        if self.snap.unsupported || self.now < self.snap.next_compaction_check {
+        if self.snap.unsupported
+            || self.stopped.is_some()
+            || self.now < self.snap.next_compaction_check
+        {
             return Ok(());
         }
         self.snap.next_compaction_check = self.now + self.cfg.election_ticks.max(1);
@@ -448,7 +456,10 @@ impl<E: SqlEngine, S: LogStorage> Replica<E, S> {
         if target <= compacted {
             return Ok(());
         }
-        match self.op.snapshot(Some(target as usize), true) {
+        match self
+            .op
+            .snapshot(Some((target - self.cfg.base) as usize), true)
+        {
             Ok(()) => {
                 self.snap.taken += 1;
                 tracing::debug!(group = %self.cfg.group, trimmed_to = target, "log trimmed");

@@ -3,7 +3,7 @@
 //! apply loop, request-id deduplication and read barriers.
 
 use paxsql_log::MemoryStorage;
-use paxsql_replica::{ClientRequest, Output, PeerMsg, Replica, ReplicaConfig, Role};
+use paxsql_replica::{ClientRequest, Membership, Output, PeerMsg, Replica, ReplicaConfig, Role};
 use paxsql_sql::{SqlEngine, SqliteEngine, SqliteOptions};
 use paxsql_types::{
     ApplyEnv, Entry, GroupId, NodeId, ReadLevel, RequestError, RequestId, Response, Statement,
@@ -23,7 +23,9 @@ struct Net {
     /// Drop every `Forward` (as a lost ProposalForward would be).
     drop_forwards: bool,
     next_token: u64,
-    _dir: tempfile::TempDir,
+    /// The last configuration each node started.
+    memberships: BTreeMap<u64, Membership>,
+    dir: tempfile::TempDir,
 }
 
 impl Net {
@@ -56,7 +58,8 @@ impl Net {
             isolated: BTreeSet::new(),
             drop_forwards: false,
             next_token: 0,
-            _dir: dir,
+            memberships: BTreeMap::new(),
+            dir,
         }
     }
 
@@ -64,19 +67,20 @@ impl Net {
     fn step(&mut self) {
         let in_flight = std::mem::take(&mut self.links);
         for ((from, to), msgs) in in_flight {
+            // A node not started yet loses what is sent to it.
+            let Some(r) = self.replicas.get_mut(&to) else {
+                continue;
+            };
             for msg in msgs {
-                self.replicas
-                    .get_mut(&to)
-                    .unwrap()
-                    .receive(NodeId(from), msg)
-                    .unwrap();
+                r.receive(NodeId(from), msg).unwrap();
             }
         }
         let ids: Vec<u64> = self.replicas.keys().copied().collect();
         for id in ids {
             let r = self.replicas.get_mut(&id).unwrap();
             r.tick();
-            for out in r.poll().unwrap() {
+            let outputs = r.poll().unwrap();
+            for out in outputs {
                 match out {
                     Output::Send { to, msg } => {
                         let cut = self.isolated.contains(&id) || self.isolated.contains(&to.0);
@@ -87,6 +91,11 @@ impl Net {
                     }
                     Output::Reply { token, result } => {
                         self.answers.insert(token, result);
+                    }
+                    Output::Reconfigured(m) => {
+                        let r = self.replicas.get_mut(&id).unwrap();
+                        r.start_config(&m, MemoryStorage::new()).unwrap();
+                        self.memberships.insert(id, m);
                     }
                 }
             }
@@ -431,4 +440,93 @@ fn a_replica_cut_off_past_the_trimmed_log_catches_up_by_snapshot() {
         .read(lagging, "SELECT count(*) FROM t", ReadLevel::Local)
         .unwrap();
     assert_eq!(scalar(&count), Value::Integer(401));
+}
+
+#[test]
+fn members_are_added_and_removed_through_the_log() {
+    let mut net = Net::with_config(3, |c| c.snapshot_entries = 20);
+    let leader = net.leader();
+    net.write(leader, "c", "CREATE TABLE t (v)").unwrap();
+    for i in 0..60 {
+        net.write(
+            leader,
+            &format!("w{i}"),
+            &format!("INSERT INTO t VALUES ({i})"),
+        )
+        .unwrap();
+    }
+    // Add node 4, asking a follower: the StopSign goes through the log.
+    let follower = (1..=3).find(|&n| n != leader).unwrap();
+    let all: Vec<NodeId> = (1..=4).map(NodeId).collect();
+    let token = net.submit(
+        follower,
+        ClientRequest::Reconfigure {
+            nodes: all.clone(),
+            metadata: b"addresses".to_vec(),
+        },
+    );
+    let answer = net.await_answer(token, 2000).expect("answered");
+    let base = answer.expect("reconfigured").index;
+    assert_eq!(base.0, 61, "the StopSign follows the 61 writes");
+    net.run(5);
+    let m = net.memberships[&leader].clone();
+    assert_eq!(
+        (m.config_id, m.nodes.clone(), m.base),
+        (2, all.clone(), base)
+    );
+    assert_eq!(m.metadata, b"addresses");
+
+    // The new node starts in configuration 2 with an empty database: it
+    // gets the state by snapshot, then follows the log.
+    let mut cfg = ReplicaConfig::new(NodeId(4), GroupId(0), all.clone(), 1004);
+    cfg.config_id = 2;
+    cfg.base = base.0;
+    let engine =
+        SqliteEngine::open(&net.dir.path().join("4.db"), SqliteOptions::default()).unwrap();
+    let r = Replica::open(cfg, MemoryStorage::new(), engine).unwrap();
+    net.replicas.insert(4, r);
+    for id in 1..=3 {
+        net.replicas.get_mut(&id).unwrap().connected(NodeId(4));
+    }
+    let leader = net.leader();
+    net.write(leader, "after-join", "INSERT INTO t VALUES (100)")
+        .unwrap();
+    let count = net
+        .read(4, "SELECT count(*) FROM t", ReadLevel::Linearizable)
+        .unwrap();
+    assert_eq!(scalar(&count), Value::Integer(61));
+    assert!(net.replicas[&4].status().snapshots_installed >= 1);
+
+    // Remove node 1; the other three go on.
+    let rest: Vec<NodeId> = (2..=4).map(NodeId).collect();
+    let token = net.submit(
+        2,
+        ClientRequest::Reconfigure {
+            nodes: rest.clone(),
+            metadata: Vec::new(),
+        },
+    );
+    net.await_answer(token, 2000)
+        .expect("answered")
+        .expect("removed");
+    net.run(20);
+    assert!(net.replicas[&1].removed());
+    let refused = net.write(1, "on-removed", "INSERT INTO t VALUES (-1)");
+    assert!(
+        matches!(refused, Err(RequestError::Unavailable(_))),
+        "{refused:?}"
+    );
+    net.isolated.insert(1);
+    let leader = net.leader();
+    assert_ne!(leader, 1);
+    net.write(leader, "after-remove", "INSERT INTO t VALUES (200)")
+        .unwrap();
+    net.run(50);
+    let mut hashes = BTreeSet::new();
+    for id in 2..=4 {
+        let r = net.replicas.get_mut(&id).unwrap();
+        hashes.insert(r.engine_mut().state_hash().unwrap());
+        assert_eq!(r.membership().0, 3);
+    }
+    assert_eq!(hashes.len(), 1, "members differ");
 }

@@ -74,7 +74,11 @@ pub fn app(node: NodeHandle, fault_injection: bool, metrics: PrometheusHandle) -
     let scrape = Router::new()
         .route("/metrics", get(render_metrics))
         .with_state(metrics);
-    let mut app = scrape.merge(api);
+    let members = Router::new()
+        .route("/join", post(join))
+        .route("/remove", axum::routing::delete(remove))
+        .with_state(node.clone());
+    let mut app = scrape.merge(members).merge(api);
     if fault_injection {
         let debug = Router::new()
             .route("/debug/isolate", post(isolate))
@@ -82,6 +86,71 @@ pub fn app(node: NodeHandle, fault_injection: bool, metrics: PrometheusHandle) -
         app = debug.merge(app);
     }
     app.layer(middleware::from_fn(count_requests))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JoinBody {
+    id: u64,
+    addr: String,
+    /// rqlite clients send it; every member votes here.
+    #[serde(default)]
+    #[allow(dead_code)]
+    voter: Option<bool>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RemoveBody {
+    id: u64,
+}
+
+/// `POST /join` `{"id": N, "addr": "HOST:PORT"}`: adds a node (its peer
+/// address) to the cluster; answers the configuration it joins.
+async fn join(State(node): State<NodeHandle>, body: axum::body::Bytes) -> HttpResponse {
+    let body: JoinBody = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => {
+            return member_error(RequestError::BadRequest(format!(
+                "body must be {{\"id\": N, \"addr\": \"HOST:PORT\"}}: {e}"
+            )))
+        }
+    };
+    if body.id == 0 || !body.addr.contains(':') {
+        return member_error(RequestError::BadRequest(
+            "id must be 1 or more and addr HOST:PORT".into(),
+        ));
+    }
+    tracing::info!(id = body.id, addr = %body.addr, "join asked");
+    match node.join(paxsql_types::NodeId(body.id), body.addr).await {
+        Ok(m) => Json(m).into_response(),
+        Err(e) => member_error(e),
+    }
+}
+
+/// `DELETE /remove` `{"id": N}`: removes a node from the cluster.
+async fn remove(State(node): State<NodeHandle>, body: axum::body::Bytes) -> HttpResponse {
+    let body: RemoveBody = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => {
+            return member_error(RequestError::BadRequest(format!(
+                "body must be {{\"id\": N}}: {e}"
+            )))
+        }
+    };
+    tracing::info!(id = body.id, "remove asked");
+    match node.remove(paxsql_types::NodeId(body.id)).await {
+        Ok(m) => Json(m).into_response(),
+        Err(e) => member_error(e),
+    }
+}
+
+fn member_error(e: RequestError) -> HttpResponse {
+    let status = match &e {
+        RequestError::BadRequest(_) => axum::http::StatusCode::BAD_REQUEST,
+        _ => axum::http::StatusCode::SERVICE_UNAVAILABLE,
+    };
+    (status, Json(serde_json::json!({ "error": e.to_string() }))).into_response()
 }
 
 /// Installs the Prometheus recorder (once per process).
@@ -131,6 +200,8 @@ fn endpoint_label(path: &str) -> &'static str {
         "/metrics" => "/metrics",
         "/kv" => "/kv",
         "/console" => "/console",
+        "/join" => "/join",
+        "/remove" => "/remove",
         p if p.starts_with("/kv/") => "/kv/{key}",
         p if p.starts_with("/debug/") => "/debug",
         _ => "other",

@@ -69,6 +69,12 @@ pub struct NodeArgs {
     #[arg(long, value_name = "BYTES")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub snapshot_bytes: Option<u64>,
+    /// Join a running cluster through any member's HTTP address: the node
+    /// is added as a member and receives the data by snapshot. --peers then
+    /// only needs this node's own address. Ignored once the node has joined.
+    #[arg(long, value_name = "HOST:PORT")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub join: Option<String>,
     /// Serve /debug/isolate, which cuts this node off from its peers (tests only).
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -90,6 +96,8 @@ pub struct NodeSettings {
     pub fault_injection: bool,
     pub snapshot_entries: u64,
     pub snapshot_bytes: u64,
+    /// A member's HTTP address to join through.
+    pub join: Option<String>,
     /// The PostgreSQL listener's address; `None` when off.
     pub pg: Option<String>,
     /// Whether `pg` is the default derived from `http` (a taken port is then
@@ -186,6 +194,7 @@ impl NodeArgs {
             fault_injection: self.fault_injection.unwrap_or(false),
             snapshot_entries,
             snapshot_bytes: self.snapshot_bytes.unwrap_or(64 << 20),
+            join: self.join,
             engine,
             postgres_url: self.postgres_url,
         })

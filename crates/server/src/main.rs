@@ -88,6 +88,9 @@ fn run_node(args: config::NodeArgs) -> anyhow::Result<()> {
         cfg.engine = settings.engine_choice();
         cfg.snapshot_entries = settings.snapshot_entries;
         cfg.snapshot_bytes = settings.snapshot_bytes;
+        if let Some(member) = &settings.join {
+            join_cluster(member, &settings).await?;
+        }
         let metrics = backend::install_metrics()?;
         let node = paxsql_node::start(cfg).await?;
         tracing::info!(
@@ -113,6 +116,55 @@ fn run_node(args: config::NodeArgs) -> anyhow::Result<()> {
         tracing::info!("node stopped");
         Ok(())
     })
+}
+
+/// Asks a member to add this node, and records the configuration it joins
+/// so the node starts in it. Done once: a node that has joined (or has a
+/// log already) starts from its data dir.
+async fn join_cluster(member: &str, settings: &config::NodeSettings) -> anyhow::Result<()> {
+    let group0 = settings.data_dir.join("group-0");
+    if paxsql_node::membership::load(&group0)
+        .map_err(|e| anyhow::anyhow!(e))?
+        .is_some()
+        || group0.join("paxos.log").exists()
+    {
+        tracing::info!("--join ignored: this node is already a member");
+        return Ok(());
+    }
+    let url = format!("http://{member}/join");
+    let body = serde_json::json!({
+        "id": settings.id.0,
+        "addr": settings.peers[&settings.id],
+    });
+    let client = reqwest::Client::new();
+    let mut last = String::new();
+    for attempt in 0..10 {
+        if attempt > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+        let response = match client.post(&url).json(&body).send().await {
+            Ok(r) => r,
+            Err(e) => {
+                last = format!("cannot reach {member}: {e}");
+                continue;
+            }
+        };
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        if status.is_success() {
+            let m: paxsql_node::membership::StoredMembership =
+                serde_json::from_str(&text).with_context(|| format!("{url} answered {text:?}"))?;
+            paxsql_node::membership::save(&group0, &m)
+                .with_context(|| format!("recording the membership in {}", group0.display()))?;
+            tracing::info!(config = m.config_id, members = ?m.peers.keys().collect::<Vec<_>>(), "joined the cluster");
+            return Ok(());
+        }
+        last = format!("{url}: {status}: {text}");
+        if status.is_client_error() {
+            break;
+        }
+    }
+    anyhow::bail!("joining through {member} failed: {last}")
 }
 
 /// Binds the PostgreSQL port; a taken default port is only a warning.

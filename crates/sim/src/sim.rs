@@ -328,6 +328,8 @@ impl Sim {
                     }
                 }
                 Output::Reply { token, result } => self.on_reply(id, token, result),
+                // The simulator makes no membership changes.
+                Output::Reconfigured(_) => {}
             }
         }
     }
@@ -876,8 +878,15 @@ fn others(ids: &[u64], except: &[u64]) -> Vec<u64> {
 /// A short description of a message, or `None` for heartbeats (too many).
 fn describe(msg: &PeerMsg) -> Option<String> {
     let text = match msg {
-        PeerMsg::Paxos(Message::BLE(_)) => return None,
-        PeerMsg::Paxos(Message::SequencePaxos(m)) => format!("{:?}", m.msg),
+        PeerMsg::Paxos {
+            msg: Message::BLE(_),
+            ..
+        } => return None,
+        PeerMsg::Paxos {
+            msg: Message::SequencePaxos(m),
+            ..
+        } => format!("{:?}", m.msg),
+        PeerMsg::ConfigChanged(m) => format!("ConfigChanged(config {})", m.config_id),
         PeerMsg::Forward(ps) => format!("Forward({} proposals)", ps.len()),
         PeerMsg::LeaderRead { id, .. } => format!("LeaderRead #{id}"),
         PeerMsg::LeaderReadReply { id, result } => {
