@@ -214,9 +214,32 @@ impl Cluster {
         pg.rsplit_once(':').unwrap().1.parse().unwrap()
     }
 
+    /// Adds a node that joins the running cluster through node `via`
+    /// (`--join`) and starts it; returns its id.
+    pub fn add_joining_node(&mut self, via: u64) -> u64 {
+        let id = self.nodes.len() as u64 + 1;
+        let dir = self.nodes[0].dir.with_file_name(format!("node-{id}"));
+        self.nodes.push(Node {
+            id,
+            http: format!("127.0.0.1:{}", free_port()),
+            peer: format!("127.0.0.1:{}", free_port()),
+            pg: format!("127.0.0.1:{}", free_port()),
+            dir,
+            child: None,
+        });
+        let own = format!("{id}={}", self.nodes[(id - 1) as usize].peer);
+        let join = self.node(via).http.clone();
+        self.spawn_with(id, &own, &["--join", &join]);
+        id
+    }
+
     /// Starts (or restarts) node `id` from its data dir.
     pub fn spawn(&mut self, id: u64) {
         let peers = self.peers.clone();
+        self.spawn_with(id, &peers, &[]);
+    }
+
+    fn spawn_with(&mut self, id: u64, peers: &str, more: &[&str]) {
         let node = &mut self.nodes[(id - 1) as usize];
         assert!(node.child.is_none(), "node {id} is running");
         std::fs::create_dir_all(&node.dir).unwrap();
@@ -226,10 +249,11 @@ impl Cluster {
             .open(node.dir.with_extension("log"))
             .unwrap();
         let child = Command::new(BIN)
-            .args(["node", "--id", &id.to_string(), "--peers", &peers])
+            .args(["node", "--id", &id.to_string(), "--peers", peers])
             .args(["--http", &node.http, "--fault-injection", "true"])
             .args(["--pg", &node.pg])
             .args(&self.extra_args)
+            .args(more)
             .arg("--data-dir")
             .arg(&node.dir)
             .env("RUST_LOG", "info")
