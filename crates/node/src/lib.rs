@@ -621,6 +621,13 @@ impl NodeHandle {
         id: NodeId,
         addr: String,
     ) -> Result<membership::StoredMembership, RequestError> {
+        if matches!(self.inner.cfg.engine, EngineChoice::Postgres { .. }) {
+            return Err(RequestError::BadRequest(
+                "a new node gets the data by snapshot, which the PostgreSQL engine does not \
+                 have yet: nodes can be removed from a PostgreSQL cluster but not added"
+                    .into(),
+            ));
+        }
         let s = self.group_status(GroupId(0));
         let mut peers = self.member_addresses(&s.members);
         if let Some(known) = peers.get(&id) {

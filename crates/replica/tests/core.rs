@@ -530,3 +530,63 @@ fn members_are_added_and_removed_through_the_log() {
     }
     assert_eq!(hashes.len(), 1, "members differ");
 }
+
+#[test]
+fn a_node_that_missed_a_membership_change_follows_it() {
+    let mut net = Net::with_config(3, |c| c.snapshot_entries = 10);
+    let leader = net.leader();
+    let missing = (1..=3).find(|&n| n != leader).unwrap();
+    net.write(leader, "c", "CREATE TABLE t (v)").unwrap();
+    net.isolated.insert(missing);
+    // Add node 4 while `missing` is cut off; the StopSign is decided by the
+    // other two.
+    let all: Vec<NodeId> = (1..=4).map(NodeId).collect();
+    let token = net.submit(
+        leader,
+        ClientRequest::Reconfigure {
+            nodes: all.clone(),
+            metadata: Vec::new(),
+        },
+    );
+    let base = net
+        .await_answer(token, 2000)
+        .expect("answered")
+        .unwrap()
+        .index;
+    let mut cfg = ReplicaConfig::new(NodeId(4), GroupId(0), all, 1004);
+    cfg.config_id = 2;
+    cfg.base = base.0;
+    cfg.snapshot_entries = 10;
+    let engine =
+        SqliteEngine::open(&net.dir.path().join("4.db"), SqliteOptions::default()).unwrap();
+    net.replicas
+        .insert(4, Replica::open(cfg, MemoryStorage::new(), engine).unwrap());
+    let leader = net.leader();
+    for i in 0..50 {
+        net.write(
+            leader,
+            &format!("w{i}"),
+            &format!("INSERT INTO t VALUES ({i})"),
+        )
+        .unwrap();
+    }
+    assert_eq!(net.replicas[&missing].membership().0, 1);
+
+    // Back: it speaks configuration 1, is told of configuration 2, moves
+    // there and catches up by snapshot.
+    net.isolated.clear();
+    for id in 1..=4 {
+        for other in 1..=4 {
+            if id != other {
+                net.replicas.get_mut(&id).unwrap().connected(NodeId(other));
+            }
+        }
+    }
+    net.run(600);
+    assert_eq!(net.replicas[&missing].membership().0, 2);
+    let count = net
+        .read(missing, "SELECT count(*) FROM t", ReadLevel::Linearizable)
+        .unwrap();
+    assert_eq!(scalar(&count), Value::Integer(50));
+    assert_eq!(hashes(&mut net).len(), 1, "replicas differ");
+}
