@@ -820,11 +820,12 @@ impl NodeHandle {
             .lock()
             .expect("reports lock")
             .clone();
-        self.inner
-            .cfg
-            .peers
+        // The members of the current configuration (it changes at run time).
+        let known = self.inner.links.peers();
+        own.members
             .iter()
-            .map(|(&id, addr)| {
+            .filter_map(|id| known.get(id).map(|addr| (*id, addr)))
+            .map(|(id, addr)| {
                 let (report, seen) = if id == self.id() {
                     (Some(report_of(&own)), Some(0))
                 } else {

@@ -37,6 +37,14 @@ fn a_node_joins_gets_the_data_and_a_node_is_removed() {
     assert_eq!(s["config_id"], 2, "{s}");
     assert_eq!(s["members"], json!([1, 2, 3, 4]), "{s}");
     assert!(s["snapshots_installed"].as_u64().unwrap() >= 1, "{s}");
+    let (_, nodes) = c.get(1, "/nodes").unwrap();
+    let ids: Vec<u64> = nodes
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ids, vec![1, 2, 3, 4], "{nodes}");
     c.execute(1, json!(["INSERT INTO t VALUES (1000, 'after join')"]));
     assert_eq!(count(&c, new, "linearizable"), json!(201));
     let latest = c.rows(new, "SELECT v FROM t WHERE k = 1000", "linearizable");
