@@ -648,6 +648,54 @@ mod sqlite {
     engine_suite!(Sqlite::new());
 
     #[test]
+    fn an_image_installed_on_another_replica_carries_rows_index_and_request_ids() {
+        let d = Dialect::Sqlite;
+        let f = Sqlite::new();
+        let mut a = f.open("a");
+        let create = ["CREATE TABLE t (k INTEGER PRIMARY KEY, v)"];
+        apply(&mut a, vec![write_in(d, "1", &create, false)]);
+        for i in 0..50 {
+            let insert = format!("INSERT INTO t VALUES ({i}, randomblob(200))");
+            apply(
+                &mut a,
+                vec![write_in(d, &format!("w{i}"), &[&insert], false)],
+            );
+        }
+        assert_eq!(a.persist().unwrap(), LogIndex(51));
+        let (index, image) = a.snapshot().unwrap();
+        assert_eq!(index, LogIndex(51));
+
+        // B has other, older content: the image replaces all of it.
+        let mut b = f.open("b");
+        apply(
+            &mut b,
+            vec![write_in(d, "other", &["CREATE TABLE u (x)"], false)],
+        );
+        let wrong = b.install(LogIndex(52), &image).unwrap_err();
+        assert!(wrong.to_string().contains("index 51"), "{wrong}");
+        let garbage = b.install(LogIndex(51), b"not a database").unwrap_err();
+        assert!(garbage.to_string().contains("not a database"), "{garbage}");
+        assert_eq!(
+            b.applied_index(),
+            LogIndex(1),
+            "a refused image changes nothing"
+        );
+
+        b.install(index, &image).unwrap();
+        assert_eq!(b.applied_index(), LogIndex(51));
+        assert_eq!(b.state_hash().unwrap(), a.state_hash().unwrap());
+        assert!(b.completed(&RequestId("w7".into())).unwrap().is_some());
+        // It goes on from there like A, and survives a reopen.
+        let next = ["INSERT INTO t VALUES (100, 'x')"];
+        apply(&mut a, vec![write_in(d, "n", &next, false)]);
+        apply(&mut b, vec![write_in(d, "n", &next, false)]);
+        drop(b);
+        let mut b = f.open("b");
+        assert_eq!(b.applied_index(), LogIndex(52));
+        assert_eq!(b.state_hash().unwrap(), a.state_hash().unwrap());
+    }
+
+    #[test]
     fn a_read_after_alter_table_sees_the_new_columns() {
         let d = Dialect::Sqlite;
         let f = Sqlite::new();
@@ -772,6 +820,22 @@ mod postgres {
     use super::*;
 
     engine_suite!(Postgres::new());
+
+    #[test]
+    fn snapshots_are_refused_so_the_log_is_never_trimmed() {
+        let f = Postgres::new();
+        let mut e = f.open("a");
+        for r in [
+            e.persist().map(|_| ()),
+            e.snapshot().map(|_| ()),
+            e.install(LogIndex(1), b"x"),
+        ] {
+            assert!(
+                matches!(r, Err(paxsql_sql::EngineError::Unsupported(_))),
+                "{r:?}"
+            );
+        }
+    }
 
     fn pg_write(id: &str, stmts: &[&str]) -> Proposal {
         write_in(Dialect::Postgres, id, stmts, false)
