@@ -743,10 +743,20 @@ impl<E: SqlEngine, S: LogStorage> Replica<E, S> {
         }
     }
 
-    /// The decided entries in `[from, to)` of this replica's log, for
-    /// checks (log matching) by the simulator.
-    pub fn decided_entries(&self, from: u64, to: u64) -> Vec<Entry> {
-        let to = to.min(self.op.get_decided_idx() as u64);
+    /// The decided entries in `[from, to)` (group indices) that this
+    /// replica's log still holds, each with its index, for checks (log
+    /// matching) by the simulator. Entries below the log's trimmed prefix
+    /// (compaction, an installed image) or from before this configuration
+    /// are not there: the result starts at `max(from, compacted)`, not
+    /// necessarily at `from`.
+    pub fn decided_entries(&self, from: u64, to: u64) -> Vec<(LogIndex, Entry)> {
+        let base = self.cfg.base;
+        let from = from
+            .saturating_sub(base)
+            .max(self.op.get_compacted_idx() as u64);
+        let to = to
+            .saturating_sub(base)
+            .min(self.op.get_decided_idx() as u64);
         if from >= to {
             return Vec::new();
         }
@@ -754,8 +764,9 @@ impl<E: SqlEngine, S: LogStorage> Replica<E, S> {
             .read_entries(from as usize..to as usize)
             .unwrap_or_default()
             .into_iter()
-            .filter_map(|e| match e {
-                LogEntry::Decided(e) => Some(e),
+            .zip(from..)
+            .filter_map(|(e, i)| match e {
+                LogEntry::Decided(e) => Some((LogIndex(base + i), e)),
                 _ => None,
             })
             .collect()

@@ -29,7 +29,9 @@
 //! ([`PeerMsg::SnapshotRequest`] / [`PeerMsg::SnapshotChunk`], one chunk in
 //! flight, re-asked on a timer), checks its crc32c, then installs it:
 //!
-//! - image at or below the engine's applied index: useless, dropped;
+//! - image at or below the engine's applied index: useless to the engine,
+//!   dropped — but if it is beyond the log's decided index, the log lags
+//!   the engine (see below) and catches up with it;
 //! - image within the decided log: the log can bring the engine there,
 //!   unless the entries after the engine's index are trimmed here — then
 //!   the engine alone takes the image and the log goes on from it;
@@ -42,6 +44,31 @@
 //! - image beyond the decided log but short of entries this replica
 //!   accepted: refused. Dropping accepted entries could undo a decision
 //!   this replica's vote helped make. A later, longer image will do.
+//!
+//! # Staying live
+//!
+//! A replica behind a peer's trimmed prefix takes no part in OmniPaxos'
+//! elections with that peer until an image brings it up. Left alone, that
+//! can stall the group for good (each case was found by `paxsql-sim`):
+//!
+//! - The log's decided index is not forced to disk by every sync, so a
+//!   restarted replica's log may have decided fewer entries than its engine
+//!   applied; peers that trimmed past that point refuse it, and their image
+//!   is no use to the engine. The log then catches up with the engine by
+//!   itself (every entry the engine applied was decided).
+//! - A replica that accepted more entries than any image holds refuses
+//!   every image, and images grow only with new writes. A leader in its
+//!   accept phase that refuses such a replica pads its own log with empty
+//!   entries up to the replica's length (ordinary proposals).
+//! - A candidate behind the others' trimmed prefixes can hold the highest
+//!   ballot without any chance of a majority, and BLE keeps it as long as
+//!   it hears a quorum. A replica that refuses it, and could win, runs for
+//!   leader with a higher ballot.
+//! - A leader whose database was lost cannot give a useful image to the
+//!   followers it refuses. A follower that could win runs for leader.
+//!
+//! Whether a replica could win is judged from the peers' progress reports:
+//! a majority must not have trimmed past its decided index.
 
 use crate::{LogStorage, PeerMsg, Replica, ReplicaError};
 use omnipaxos::ballot_leader_election::Ballot;
@@ -57,6 +84,8 @@ use std::rc::Rc;
 #[derive(Clone, Copy, Debug)]
 struct PeerProgress {
     applied: LogIndex,
+    /// Entries trimmed from its log.
+    compacted: LogIndex,
     /// Tick it arrived.
     at: u64,
 }
@@ -120,9 +149,9 @@ impl<E: SqlEngine, S: LogStorage> Replica<E, S> {
         let Message::SequencePaxos(pm) = m else {
             return false;
         };
-        let their_decided = match &pm.msg {
-            PaxosMsg::Prepare(p) => p.decided_idx,
-            PaxosMsg::Promise(p) => p.decided_idx,
+        let (their_decided, their_accepted, candidate) = match &pm.msg {
+            PaxosMsg::Prepare(p) => (p.decided_idx, p.accepted_idx, Some(p.n)),
+            PaxosMsg::Promise(p) => (p.decided_idx, p.accepted_idx, None),
             _ => return false,
         };
         // Both sides count in this configuration's log.
@@ -132,7 +161,82 @@ impl<E: SqlEngine, S: LogStorage> Replica<E, S> {
         let compacted = self.compacted();
         tracing::debug!(group = %self.cfg.group, peer = from.0, their_decided, %compacted, "peer is behind the trimmed log; it needs a snapshot");
         self.send(from, PeerMsg::SnapshotNeeded { compacted });
+        self.pad_log_to(their_accepted);
+        let outranks = candidate.is_some_and(|n| n > self.op.get_promise());
+        if outranks && !self.could_win(from, self.global(their_decided)) && self.can_lead() {
+            // A candidate that outranks every ballot known here, and that
+            // too many replicas refuse to ever get a majority: nothing makes
+            // its ballot go away (BLE keeps it as long as it hears a
+            // quorum), and no other leader is elected meanwhile. A replica
+            // that can lead runs with a higher ballot; the candidate, once
+            // it promises, is refused too and fetches an image.
+            tracing::info!(group = %self.cfg.group, peer = from.0, "a candidate behind the trimmed log cannot win and outranks this replica; running for leader");
+            self.op.try_become_leader();
+        }
         true
+    }
+
+    /// A peer behind this replica's trimmed prefix has accepted more entries
+    /// than this replica's log holds. It refuses every image short of what
+    /// it accepted (dropping accepted entries could undo a decision), and
+    /// images grow only as entries are decided: with no more writes coming,
+    /// it would wait forever. A leader in its accept phase fills its log up
+    /// to the peer's length with empty entries — ordinary proposals, decided
+    /// and applied like any other, safe as any proposal is — so that the
+    /// image it gives once they are applied covers everything the peer
+    /// accepted. (Those entries of the peer were never decided: a leader in
+    /// its accept phase holds every decided entry.)
+    fn pad_log_to(&mut self, their_accepted: usize) {
+        let leading = self.op.get_current_leader() == Some((self.cfg.node.0, true));
+        let mine = self.op.get_accepted_idx();
+        if !leading || their_accepted <= mine {
+            return;
+        }
+        tracing::info!(group = %self.cfg.group, mine, their_accepted, "a peer behind the trimmed log accepted more than this log holds; padding the log with empty entries");
+        for _ in mine..their_accepted {
+            self.append(Vec::new());
+        }
+    }
+
+    /// Whether a candidate whose log has decided `decided` entries could
+    /// collect a majority of promises: every replica whose trimmed prefix is
+    /// beyond that refuses its `Prepare`. Replicas whose progress is not
+    /// known (or not recently) are counted as willing.
+    fn could_win(&self, candidate: NodeId, decided: LogIndex) -> bool {
+        let recent = self.cfg.progress_ticks.max(1) * 4;
+        let willing = self
+            .cfg
+            .nodes
+            .iter()
+            .filter(|&&n| {
+                if n == candidate {
+                    true
+                } else if n == self.cfg.node {
+                    self.compacted() <= decided
+                } else {
+                    self.snap
+                        .peers
+                        .get(&n)
+                        .filter(|p| p.at + recent >= self.now)
+                        .is_none_or(|p| p.compacted <= decided)
+                }
+            })
+            .count();
+        2 * willing > self.cfg.nodes.len()
+    }
+
+    /// Whether this replica should run for leader to unblock the others:
+    /// it holds its data and could win.
+    fn can_lead(&self) -> bool {
+        self.holds_its_data() && self.could_win(self.cfg.node, self.decided())
+    }
+
+    /// Whether this replica's database holds everything its log trimmed:
+    /// false after its database file was lost, until an image brings it
+    /// back. Such a replica can serve no useful image, nor sync a peer
+    /// behind its trimmed prefix: it should not lead.
+    fn holds_its_data(&self) -> bool {
+        self.engine.applied_index() >= self.compacted()
     }
 
     /// Every tick: progress reports, transfer retries, idle images dropped.
@@ -169,6 +273,7 @@ impl<E: SqlEngine, S: LogStorage> Replica<E, S> {
             from,
             PeerProgress {
                 applied,
+                compacted,
                 at: self.now,
             },
         );
@@ -186,8 +291,26 @@ impl<E: SqlEngine, S: LogStorage> Replica<E, S> {
     }
 
     pub(crate) fn on_snapshot_needed(&mut self, from: NodeId, compacted: LogIndex) {
-        if compacted > self.decided() {
-            self.start_fetch(from);
+        if compacted <= self.decided() {
+            return;
+        }
+        self.start_fetch(from);
+        // The image `from` gives is as far as it has applied. If that is
+        // short of what it trimmed (its database was lost) or of what this
+        // replica accepted, the image will not do (see `install`); and
+        // while `from` is the leader (or candidate) this replica promised,
+        // no other leader syncs it either. If this replica could win, it
+        // runs for leader; `from` refuses its `Prepare` but does not run
+        // against it (see `refuse_below_trimmed`).
+        let accepted = self.global(self.op.get_accepted_idx());
+        let short = self
+            .snap
+            .peers
+            .get(&from)
+            .is_some_and(|p| p.applied < compacted || p.applied < accepted);
+        if short && self.op.get_promise().pid == from.0 && self.can_lead() {
+            tracing::info!(group = %self.cfg.group, peer = from.0, "the leader's image cannot bring this replica up; running for leader");
+            self.op.try_become_leader();
         }
     }
 
@@ -322,6 +445,10 @@ impl<E: SqlEngine, S: LogStorage> Replica<E, S> {
         let decided = self.decided();
         let compacted = self.compacted();
         let accepted = self.global(self.op.get_accepted_idx());
+        if index <= applied && index > decided {
+            // Useless to the engine, but a sign that the log lags it.
+            return self.catch_log_up_with_engine();
+        }
         if index <= applied || index.0 < self.cfg.base {
             return Ok(());
         }
@@ -346,21 +473,63 @@ impl<E: SqlEngine, S: LogStorage> Replica<E, S> {
         Ok(())
     }
 
+    /// The log's decided index is behind the engine's applied index, and a
+    /// peer's trimmed prefix is beyond it: the log must catch up by itself.
+    ///
+    /// The decided index is not forced to disk by every sync (the log lets
+    /// it ride along with the next one: the leader can always tell it
+    /// again), so a restarted replica's log may have decided fewer entries
+    /// than its engine applied. Before compaction the leader did tell it
+    /// again; but a peer that has trimmed past that decided index refuses
+    /// this replica's `Prepare` and `Promise` (`SnapshotNeeded`), and the
+    /// image it then sends is no use to the engine, which is already there.
+    /// Without this, such a replica stays out until new writes make a
+    /// longer image, and can keep a majority from forming meanwhile.
+    ///
+    /// Every entry below the engine's applied index was decided (only
+    /// decided entries are applied, and the log holds the same ones), so the
+    /// log may say so: if it holds nothing beyond the engine it is reset to
+    /// an empty log trimmed there, as after an image install; otherwise only
+    /// its decided index moves up, and the entries accepted beyond are kept.
+    fn catch_log_up_with_engine(&mut self) -> Result<(), ReplicaError> {
+        if self.stopped.is_some() {
+            // The configuration is over: its log is left alone (as in
+            // `maybe_compact`).
+            return Ok(());
+        }
+        let applied = self.engine.applied_index();
+        let accepted = self.global(self.op.get_accepted_idx());
+        tracing::info!(group = %self.cfg.group, %applied, decided = %self.decided(), %accepted, "the log's decided index lags the engine; moving it up");
+        if applied >= accepted {
+            self.reset_log(applied)
+        } else {
+            let at = (applied.0 - self.cfg.base) as usize;
+            self.rebuild_log(vec![StorageOp::SetDecidedIndex(at)])
+        }
+    }
+
     /// Replaces the log by an empty one trimmed at `index` and rebuilds
     /// OmniPaxos on it, as a restart would.
     fn reset_log(&mut self, index: LogIndex) -> Result<(), ReplicaError> {
         let at = (index.0 - self.cfg.base) as usize;
+        self.rebuild_log(vec![
+            StorageOp::Trim(at),
+            StorageOp::SetCompactedIdx(at),
+            StorageOp::SetDecidedIndex(at),
+            StorageOp::SetAcceptedRound(self.installed_round()),
+            StorageOp::SetStopsign(None),
+            StorageOp::SetSnapshot(Some(Compacted)),
+        ])
+    }
+
+    /// Writes `ops` to the log storage and syncs (a decided index alone is
+    /// not forced to disk, see `catch_log_up_with_engine`), then rebuilds
+    /// OmniPaxos on the result, as a restart would.
+    fn rebuild_log(&mut self, ops: Vec<StorageOp<Entry>>) -> Result<(), ReplicaError> {
         {
             let mut storage = self.storage.0.borrow_mut();
             storage
-                .write_atomically(vec![
-                    StorageOp::Trim(at),
-                    StorageOp::SetCompactedIdx(at),
-                    StorageOp::SetDecidedIndex(at),
-                    StorageOp::SetAcceptedRound(self.installed_round()),
-                    StorageOp::SetStopsign(None),
-                    StorageOp::SetSnapshot(Some(Compacted)),
-                ])
+                .write_atomically(ops)
                 .map_err(|e| ReplicaError::Log(std::io::Error::other(e.to_string())))?;
             storage.sync()?;
         }

@@ -21,6 +21,9 @@ pub struct SimConfig {
     pub faults: bool,
     /// Ticks the heal phase may take before the run counts as stuck.
     pub heal_ticks_max: u64,
+    /// Applied entries above the trimmed prefix that make a replica persist
+    /// its database and trim its log; `None` lets the seed choose (5..=40).
+    pub snapshot_entries: Option<u64>,
     /// How much of the run to write down.
     pub trace: TraceLevel,
 }
@@ -35,6 +38,7 @@ impl SimConfig {
             broken: None,
             faults: true,
             heal_ticks_max: 3000,
+            snapshot_entries: None,
             trace: TraceLevel::Off,
         }
     }
@@ -56,6 +60,9 @@ impl SimConfig {
         }
         if self.heal_ticks_max != SimConfig::new(0).heal_ticks_max {
             cmd.push_str(&format!(" --heal-ticks {}", self.heal_ticks_max));
+        }
+        if let Some(n) = self.snapshot_entries {
+            cmd.push_str(&format!(" --snapshot-entries {n}"));
         }
         cmd.push_str(" --trace");
         cmd
@@ -100,9 +107,13 @@ pub(crate) enum FaultKind {
     CrashAll,
     /// A link becomes slow for a while (still in order).
     SlowLink,
+    /// A node crashes and comes back without its database file (the SQLite
+    /// file and its `-wal`/`-shm` are gone; the log is kept): it must catch
+    /// up from its log or, below its trimmed prefix, from a peer's image.
+    LoseDatabase,
 }
 
-pub(crate) const FAULT_KINDS: [FaultKind; 8] = [
+pub(crate) const FAULT_KINDS: [FaultKind; 9] = [
     FaultKind::SessionLoss,
     FaultKind::Isolate,
     FaultKind::Split,
@@ -111,6 +122,7 @@ pub(crate) const FAULT_KINDS: [FaultKind; 8] = [
     FaultKind::Crash,
     FaultKind::CrashAll,
     FaultKind::SlowLink,
+    FaultKind::LoseDatabase,
 ];
 
 /// What the seed chose for this run (swarm testing: each seed gets its own
@@ -137,6 +149,13 @@ pub struct Params {
     pub fault_every_ticks: u64,
     /// Fault kinds this seed may inject, with their weights.
     pub(crate) fault_weights: Vec<(FaultKind, u64)>,
+    /// `ReplicaConfig::snapshot_entries`: small, so that logs are trimmed
+    /// many times a run and replicas cut off for a while come back behind a
+    /// peer's trimmed prefix and catch up by snapshot.
+    pub snapshot_entries: u64,
+    /// `ReplicaConfig::snapshot_chunk_bytes`: small, so that an image takes
+    /// several chunks (and a transfer can be cut in the middle).
+    pub snapshot_chunk_bytes: usize,
 }
 
 impl Params {
@@ -164,6 +183,9 @@ impl Params {
         if fault_weights.is_empty() {
             fault_weights.push((FaultKind::Crash, 1));
         }
+        let snapshot_entries = rng.between(5, 40);
+        let snapshot_entries = cfg.snapshot_entries.unwrap_or(snapshot_entries);
+        let snapshot_chunk_bytes = rng.between(1, 4) as usize * 1024;
         Params {
             nodes,
             clients,
@@ -175,6 +197,8 @@ impl Params {
             delay_ticks_max,
             fault_every_ticks,
             fault_weights,
+            snapshot_entries,
+            snapshot_chunk_bytes,
         }
     }
 

@@ -11,9 +11,10 @@
 //!
 //! | real (production code) | simulated |
 //! |---|---|
-//! | `Replica` with `ReplicaConfig::new` settings (10 ms ticks) | the clock: ticks, no wall time, no sleeps |
+//! | `Replica` with `ReplicaConfig::new` settings (10 ms ticks), but compaction's small (per seed) | the clock: ticks, no wall time, no sleeps |
 //! | `DurableStorage` (checksummed records, torn-tail cut at open) | the log's disk: `CrashFile`, which forgets unsynced bytes |
-//! | `SqliteEngine` on a real SQLite file (WAL) | process crashes: the engine is dropped, its committed state stays |
+//! | `SqliteEngine` on a real SQLite file (WAL) | process crashes: the engine is dropped, its committed state stays (or the file is lost) |
+//! | log compaction, snapshot transfer and install | a lost database file (the log kept) |
 //! | OmniPaxos messages, `PeerMsg` forwarding and leader reads | the network: FIFO sessions per directed link, delays, loss of whole sessions, partitions |
 //! | the client-facing `submit`/`Output::Reply` API | clients: timeouts, retries with the same request id |
 //!
@@ -21,8 +22,9 @@
 //! `crates/node`/`crates/http` (their reconnect behaviour is modelled: both
 //! ends of a new session are told), disk errors (the `CrashFile` can inject
 //! them, this simulator does not yet), power loss of the SQLite file (only
-//! process crashes: SQLite keeps what it committed), clock skew (there is
-//! one clock), and reconfiguration.
+//! process crashes: SQLite keeps what it committed, or the whole file is
+//! lost), loss of the log, corrupted snapshot chunks, clock skew (there is
+//! one clock), and reconfiguration. See the README for the whole list.
 //!
 //! # One tick
 //!

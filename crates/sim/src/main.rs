@@ -38,6 +38,10 @@ struct Args {
     /// Ticks the final heal may take before the run counts as stuck.
     #[arg(long, default_value_t = SimConfig::new(0).heal_ticks_max)]
     heal_ticks: u64,
+    /// Applied entries above the trimmed prefix that make a replica trim
+    /// its log (default: the seed chooses, 5..=40; 8192 is production's).
+    #[arg(long)]
+    snapshot_entries: Option<u64>,
     /// Print the run's events (with --seed).
     #[arg(long)]
     trace: bool,
@@ -94,6 +98,7 @@ fn main() -> ExitCode {
     cfg.broken = args.broken;
     cfg.faults = !args.no_faults;
     cfg.heal_ticks_max = args.heal_ticks;
+    cfg.snapshot_entries = args.snapshot_entries;
     if let Some(seed) = args.seed {
         return one_seed(cfg, seed, &args);
     }
@@ -178,8 +183,11 @@ fn many_seeds(
         .collect();
     let secs = started.elapsed().as_secs_f64();
     let ticks: u64 = results.iter().map(|r| r.stats.ticks).sum();
+    let installs: u64 = results.iter().map(|r| r.stats.snapshots_installed).sum();
+    let lost: u64 = results.iter().map(|r| r.stats.database_losses).sum();
     println!(
-        "{} seeds, {} failed, in {secs:.1}s on {threads} threads ({:.1} seeds/s, {:.0} simulated ticks/s)",
+        "{} seeds, {} failed, in {secs:.1}s on {threads} threads ({:.1} seeds/s, {:.0} simulated ticks/s); \
+         {installs} snapshot installs, {lost} database files lost",
         results.len(),
         failed.len(),
         results.len() as f64 / secs,

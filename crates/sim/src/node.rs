@@ -8,6 +8,12 @@
 //! committed (WAL, `synchronous=NORMAL`: a committed transaction survives a
 //! process crash). A restart opens both exactly as `crates/node` does, with a
 //! new epoch.
+//!
+//! A crash may also lose the database file (the SQLite file and its `-wal`
+//! and `-shm`), never the log: a log that forgot its promises could elect
+//! two leaders, which no replica can guard against. The restarted replica
+//! finds an empty database under a log that may be trimmed, and must catch
+//! up from its log or from a peer's image.
 
 use paxsql_log::testing::CrashFile;
 use paxsql_log::{DurableStorage, LogOptions};
@@ -29,12 +35,47 @@ pub(crate) struct SimNode {
     db_path: PathBuf,
     nodes: Vec<NodeId>,
     broken: Option<Broken>,
+    /// `ReplicaConfig::snapshot_entries` and `snapshot_chunk_bytes`.
+    snapshot_entries: u64,
+    snapshot_chunk_bytes: usize,
     /// Runs started so far (1 after the first start).
     pub(crate) runs: u64,
     /// Restart at this tick (while crashed).
     pub(crate) restart_at: u64,
     /// The status at the end of the last tick of the current run.
     pub(crate) last_status: Option<ReplicaStatus>,
+    /// Snapshot counters (trims, installs, images sent) of the runs before
+    /// the current one; the replica counts only since its start.
+    snapshots_before: SnapshotCounts,
+    /// The database was lost at a crash and no image or replay has made it
+    /// whole again yet (see [`SimNode::note_status`]).
+    pub(crate) database_lost: bool,
+}
+
+/// How often replicas trimmed their logs, installed images and sent them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct SnapshotCounts {
+    pub(crate) taken: u64,
+    pub(crate) installed: u64,
+    pub(crate) sent: u64,
+}
+
+impl SnapshotCounts {
+    fn of(s: &ReplicaStatus) -> Self {
+        SnapshotCounts {
+            taken: s.snapshots_taken,
+            installed: s.snapshots_installed,
+            sent: s.snapshots_sent,
+        }
+    }
+
+    fn add(self, o: SnapshotCounts) -> Self {
+        SnapshotCounts {
+            taken: self.taken + o.taken,
+            installed: self.installed + o.installed,
+            sent: self.sent + o.sent,
+        }
+    }
 }
 
 impl SimNode {
@@ -43,6 +84,7 @@ impl SimNode {
         nodes: &[u64],
         dir: &std::path::Path,
         broken: Option<Broken>,
+        snapshot: (u64, usize),
     ) -> Self {
         SimNode {
             id,
@@ -51,9 +93,13 @@ impl SimNode {
             db_path: dir.join(format!("node-{id}.sqlite")),
             nodes: nodes.iter().map(|&n| NodeId(n)).collect(),
             broken,
+            snapshot_entries: snapshot.0,
+            snapshot_chunk_bytes: snapshot.1,
             runs: 0,
             restart_at: 0,
             last_status: None,
+            snapshots_before: SnapshotCounts::default(),
+            database_lost: false,
         }
     }
 
@@ -67,6 +113,8 @@ impl SimNode {
         assert!(self.replica.is_none(), "node {} started twice", self.id);
         let mut cfg = ReplicaConfig::new(NodeId(self.id), GroupId(0), self.nodes.clone(), epoch);
         cfg.broken = self.broken;
+        cfg.snapshot_entries = self.snapshot_entries;
+        cfg.snapshot_chunk_bytes = self.snapshot_chunk_bytes;
         let storage = DurableStorage::open_with_options(self.disk.clone(), LogOptions::default())
             .map_err(|e| format!("opening the log: {e}"))?;
         let engine = SqliteEngine::open(&self.db_path, SqliteOptions::default())
@@ -84,11 +132,55 @@ impl SimNode {
     }
 
     /// Kills the process: the replica is dropped, the log keeps its synced
-    /// bytes and the first `keep_unsynced` of the rest.
-    pub(crate) fn crash(&mut self, keep_unsynced: usize) {
+    /// bytes and the first `keep_unsynced` of the rest. With
+    /// `lose_database`, the database file goes too (the log never does).
+    pub(crate) fn crash(&mut self, keep_unsynced: usize, lose_database: bool) {
         let replica = self.replica.take();
-        assert!(replica.is_some(), "node {} crashed twice", self.id);
+        let replica = replica.unwrap_or_else(|| panic!("node {} crashed twice", self.id));
+        let status = replica.status();
+        self.snapshots_before = self.snapshots_before.add(SnapshotCounts::of(&status));
+        self.note_status(&status);
+        // Every connection to the database is closed before its files go.
         drop(replica);
         self.disk.crash(keep_unsynced);
+        if lose_database {
+            for suffix in ["", "-wal", "-shm"] {
+                let mut name = self.db_path.as_os_str().to_owned();
+                name.push(suffix);
+                match std::fs::remove_file(&name) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => panic!("removing {}: {e}", PathBuf::from(name).display()),
+                }
+            }
+            self.database_lost = true;
+        }
+    }
+
+    /// Snapshot counters over every run of this node so far.
+    pub(crate) fn snapshot_counts(&self) -> SnapshotCounts {
+        let current = self
+            .replica
+            .as_ref()
+            .map(|r| SnapshotCounts::of(&r.status()))
+            .unwrap_or_default();
+        self.snapshots_before.add(current)
+    }
+
+    /// Takes note of the replica's state: a node that lost its database
+    /// holds its data again once its engine is back at or above its log's
+    /// trimmed prefix (by replaying its log, or from an image).
+    pub(crate) fn note_status(&mut self, s: &ReplicaStatus) {
+        if self.database_lost && s.applied >= s.compacted {
+            self.database_lost = false;
+        }
+    }
+
+    /// Whether this node's database and log together hold every entry it
+    /// decided (as of its last noted status). While a node lacks its data,
+    /// the entries below its trimmed prefix exist only in the other nodes'
+    /// databases.
+    pub(crate) fn holds_its_data(&self) -> bool {
+        !self.database_lost
     }
 }

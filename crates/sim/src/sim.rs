@@ -40,6 +40,8 @@ pub struct Stats {
     pub unknown: usize,
     /// Node crashes (each node of a power loss counts).
     pub crashes: u64,
+    /// Crashes that lost the node's database file (counted in `crashes`).
+    pub database_losses: u64,
     /// Partitions started.
     pub partitions: u64,
     /// Sessions broken at random.
@@ -52,6 +54,12 @@ pub struct Stats {
     pub leader_changes: u64,
     /// Entries decided by the end.
     pub decided: u64,
+    /// Log trims (persist, then trim below the durable point), all nodes.
+    pub snapshots_taken: u64,
+    /// Database images installed from a peer, all nodes.
+    pub snapshots_installed: u64,
+    /// Database images sent to a peer (each transfer started), all nodes.
+    pub snapshots_sent: u64,
 }
 
 /// The outcome of one run.
@@ -122,8 +130,9 @@ pub(crate) struct Sim {
     stats: Stats,
     /// (role, leader, ballot) of each node at the last look.
     roles: BTreeMap<u64, (Role, Option<u64>, u32)>,
-    /// A crash waiting for its node to have unsynced log bytes, until a tick.
-    crash_pending: Option<(u64, u64)>,
+    /// A crash waiting for its node to have unsynced log bytes, until a
+    /// tick: the node, the tick, whether it loses its database.
+    crash_pending: Option<(u64, u64, bool)>,
     /// Final reads per node: the op, and whether it was answered.
     probes: BTreeMap<u64, (usize, bool)>,
     dir: tempfile::TempDir,
@@ -174,7 +183,10 @@ impl Sim {
         let dir = scratch_dir();
         let nodes = ids
             .iter()
-            .map(|&id| (id, SimNode::new(id, &ids, dir.path(), cfg.broken)))
+            .map(|&id| {
+                let snapshot = (params.snapshot_entries, params.snapshot_chunk_bytes);
+                (id, SimNode::new(id, &ids, dir.path(), cfg.broken, snapshot))
+            })
             .collect();
         let net = Net::new(&ids, params.delay_ticks_max);
         let clients = (0..params.clients).map(|_| Client::new()).collect();
@@ -299,7 +311,7 @@ impl Sim {
             detail: format!("node {id}: {e}"),
         });
         let unsynced = self.nodes[&id].unsynced_bytes();
-        self.crash(id, unsynced, self.now + 10);
+        self.crash(id, unsynced, false, self.now + 10);
     }
 
     fn poll(&mut self, id: u64) {
@@ -367,7 +379,7 @@ impl Sim {
         if !self.cfg.faults || !matches!(self.phase, Phase::Workload { .. }) {
             return;
         }
-        if let Some((x, by)) = self.crash_pending {
+        if let Some((x, by, lose_database)) = self.crash_pending {
             let node = &self.nodes[&x];
             if !node.alive() {
                 self.crash_pending = None;
@@ -375,7 +387,7 @@ impl Sim {
                 self.crash_pending = None;
                 let keep = self.torn_tail(x);
                 let at = self.now + self.rng.between(1, 200);
-                self.crash(x, keep, at);
+                self.crash(x, keep, lose_database, at);
             }
         }
         if !self.rng.chance(1.0 / self.params.fault_every_ticks as f64) {
@@ -453,7 +465,32 @@ impl Sim {
                 // log bytes: then it has something to lose or tear.
                 let x = *self.rng.pick(&alive);
                 let by = now + self.rng.between(0, 30);
-                self.crash_pending = Some((x, by));
+                self.crash_pending = Some((x, by, false));
+            }
+            FaultKind::LoseDatabase => {
+                // Only while every other node holds its data: below a
+                // node's trimmed prefix its database is the only copy it
+                // has, so two nodes without theirs could lose decided
+                // entries for good (more disks lost than the cluster
+                // can stand).
+                let alive = self.alive_nodes();
+                if alive.is_empty() {
+                    return;
+                }
+                let x = *self.rng.pick(&alive);
+                let others_whole = self
+                    .nodes
+                    .values()
+                    .filter(|n| n.id != x)
+                    .all(|n| n.holds_its_data());
+                if !others_whole {
+                    self.trace.event(now, || {
+                        format!("database loss at node {x} skipped: another node lacks its data")
+                    });
+                    return;
+                }
+                let by = now + self.rng.between(0, 30);
+                self.crash_pending = Some((x, by, true));
             }
             FaultKind::CrashAll => {
                 self.trace
@@ -461,7 +498,7 @@ impl Sim {
                 for x in self.alive_nodes() {
                     let keep = self.torn_tail(x);
                     let at = now + self.rng.between(1, 100);
-                    self.crash(x, keep, at);
+                    self.crash(x, keep, false, at);
                 }
             }
             FaultKind::SlowLink => {
@@ -514,16 +551,32 @@ impl Sim {
         }
     }
 
-    fn crash(&mut self, id: u64, keep_unsynced: usize, restart_at: u64) {
+    fn crash(&mut self, id: u64, keep_unsynced: usize, lose_database: bool, restart_at: u64) {
         let unsynced = self.nodes[&id].unsynced_bytes();
+        let before = self.trace.events().then(|| {
+            let s = self.nodes[&id].replica.as_ref().expect("alive").status();
+            format!(
+                " (log {}..{}, decided {}, applied {})",
+                s.compacted.0, s.accepted.0, s.decided.0, s.applied.0
+            )
+        });
         let node = self.nodes.get_mut(&id).expect("known node");
-        node.crash(keep_unsynced);
+        node.crash(keep_unsynced, lose_database);
         node.restart_at = restart_at;
         self.stats.crashes += 1;
+        if lose_database {
+            self.stats.database_losses += 1;
+        }
         let now = self.now;
         self.trace.event(now, || {
             format!(
-                "crash node {id}: kept {keep_unsynced} of {unsynced} unsynced log bytes; restart at t={restart_at}"
+                "crash node {id}{}: kept {keep_unsynced} of {unsynced} unsynced log bytes{}; restart at t={restart_at}",
+                before.unwrap_or_default(),
+                if lose_database {
+                    "; its database file is lost (log kept)"
+                } else {
+                    ""
+                }
             )
         });
         for (a, b) in self.net.links_of(id) {
@@ -554,18 +607,22 @@ impl Sim {
             return;
         }
         let status = self.replica(id).status();
+        let database_lost = self.nodes[&id].database_lost;
         self.trace.event(now, || {
             format!(
-                "{} node {id} (epoch {epoch:x}): log {} entries, decided {}, applied {}, promise {}",
+                "{} node {id} (epoch {epoch:x}): log {}..{}{}, decided {}, applied {}, promise {}",
                 if first { "start" } else { "restart" },
+                status.compacted.0,
                 status.accepted.0,
+                if database_lost { ", database lost" } else { "" },
                 status.decided.0,
                 status.applied.0,
                 status.ballot
             )
         });
         if !first {
-            self.violations.extend(durability::on_restart(now, &status));
+            self.violations
+                .extend(durability::on_restart(now, &status, database_lost));
             self.violations
                 .extend(self.election.on_restart(now, &status));
         }
@@ -731,7 +788,22 @@ impl Sim {
                     )
                 });
             }
-            let replica = self.nodes[&id].replica.as_ref().expect("alive");
+            let node = self.nodes.get_mut(&id).expect("known node");
+            let installed_before = node
+                .last_status
+                .as_ref()
+                .map_or(0, |l| l.snapshots_installed);
+            if s.snapshots_installed > installed_before {
+                self.trace.event(now, || {
+                    format!(
+                        "node {id}: installed a snapshot, now applied {}, log {}..{}, decided {}",
+                        s.applied.0, s.compacted.0, s.accepted.0, s.decided.0
+                    )
+                });
+            }
+            node.note_status(s);
+            node.last_status = Some(s.clone());
+            let replica = node.replica.as_ref().expect("alive");
             if let Some(v) = self.log_matching.observe(now, id, s.decided.0, replica) {
                 self.violations.push(v);
             }
@@ -823,6 +895,12 @@ impl Sim {
         self.stats.messages_sent = self.net.sent;
         self.stats.messages_dropped = self.net.dropped;
         self.stats.ops = self.history.ops.len();
+        for node in self.nodes.values() {
+            let c = node.snapshot_counts();
+            self.stats.snapshots_taken += c.taken;
+            self.stats.snapshots_installed += c.installed;
+            self.stats.snapshots_sent += c.sent;
+        }
         for op in &self.history.ops {
             match op.outcome {
                 Outcome::Written | Outcome::Read(_) => self.stats.ok += 1,

@@ -43,6 +43,10 @@ impl Trace {
         }
     }
 
+    pub(crate) fn events(&self) -> bool {
+        self.level >= TraceLevel::Events
+    }
+
     pub(crate) fn messages(&self) -> bool {
         self.level >= TraceLevel::Messages
     }

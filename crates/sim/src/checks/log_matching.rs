@@ -1,7 +1,14 @@
 //! Log matching: an entry decided at an index is the same entry on every
-//! replica, in every run of it. The first replica to decide an index sets
-//! the reference; every other replica's decided entries are compared with
-//! it as they appear (and all over again after a restart).
+//! replica, in every run of it. The first replica seen holding a decided
+//! index sets the reference; every other replica's decided entries are
+//! compared with it as they appear (and all over again after a restart).
+//!
+//! Replicas trim their logs (compaction) and a replica that installs a
+//! snapshot never holds the entries below it: each replica is compared at
+//! the indices it still holds, by index, against the reference where there
+//! is one. An index no replica was seen holding before it was trimmed
+//! everywhere has no reference; the state hashes (`divergence`) still
+//! cover what it did.
 
 use super::Violation;
 use crate::node::SimReplica;
@@ -11,7 +18,8 @@ use std::collections::BTreeMap;
 /// The decided log as first seen, and how far each node was compared.
 #[derive(Debug, Default)]
 pub struct LogMatching {
-    decided: Vec<Entry>,
+    /// index -> the entry first seen decided there
+    decided: BTreeMap<u64, Entry>,
     checked: BTreeMap<u64, u64>,
 }
 
@@ -28,10 +36,13 @@ impl LogMatching {
         if decided <= from {
             return None;
         }
+        // Only the indices this replica still holds (at or above its
+        // trimmed prefix), each with its index.
         let entries = replica.decided_entries(from, decided);
-        for (i, e) in entries.into_iter().enumerate() {
-            let index = from + i as u64;
-            match self.decided.get(index as usize) {
+        self.checked.insert(node, decided);
+        for (index, e) in entries {
+            let index = index.0;
+            match self.decided.get(&index) {
                 Some(reference) if *reference != e => {
                     self.checked.insert(node, index + 1);
                     return Some(Violation {
@@ -46,9 +57,10 @@ impl LogMatching {
                     });
                 }
                 Some(_) => {}
-                None => self.decided.push(e),
+                None => {
+                    self.decided.insert(index, e);
+                }
             }
-            self.checked.insert(node, index + 1);
         }
         None
     }
