@@ -1268,8 +1268,9 @@ impl<E: SqlEngine, S: LogStorage> Replica<E, S> {
     }
 }
 
-/// Whether `m` asks this node, which leads, for a `Prepare` while promised
-/// to a ballot higher than the one it leads with.
+/// Whether `m` asks this node, which leads (in its accept phase) or runs
+/// for leader (in its prepare phase), for a `Prepare` while promised to a
+/// ballot higher than the one it runs with.
 fn outranks_my_leadership<S: omnipaxos::storage::Storage<Entry>>(
     m: &Message<Entry>,
     op: &OmniPaxos<Entry, S>,
@@ -1283,7 +1284,7 @@ fn outranks_my_leadership<S: omnipaxos::storage::Storage<Entry>>(
     };
     let leading = op
         .get_current_leader()
-        .is_some_and(|(pid, accept)| accept && pid == op.get_pid());
+        .is_some_and(|(pid, _)| pid == op.get_pid());
     leading && req.n > op.get_promise()
 }
 
