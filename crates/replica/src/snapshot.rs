@@ -109,7 +109,7 @@ struct Fetch {
     data: Vec<u8>,
     /// When to ask again if no chunk came.
     retry_at: u64,
-    /// When to give up.
+    /// When to give up: no chunk came for a request timeout.
     deadline: u64,
 }
 
@@ -421,6 +421,8 @@ impl<E: SqlEngine, S: LogStorage> Replica<E, S> {
         }
         fetch.data.extend_from_slice(&data);
         fetch.retry_at = now + retry;
+        // A transfer gives up when it stalls, not when it is long.
+        fetch.deadline = now + self.cfg.request_timeout_ticks;
         if (fetch.data.len() as u64) < total {
             if data.is_empty() {
                 self.snap.fetch = None;
