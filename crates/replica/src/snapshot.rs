@@ -97,6 +97,8 @@ struct Outgoing {
     checksum: u32,
     /// Tick of the last request for it.
     used_at: u64,
+    /// Tick it was taken.
+    taken_at: u64,
 }
 
 /// The image being fetched.
@@ -345,7 +347,15 @@ impl<E: SqlEngine, S: LogStorage> Replica<E, S> {
     }
 
     pub(crate) fn on_snapshot_request(&mut self, from: NodeId, offset: u64) {
-        if offset == 0 || !self.snap.outgoing.contains_key(&from) {
+        // A fresh image for a new transfer, but not for every repeat of the
+        // first request: building a large one takes long enough for the
+        // requester to ask again meanwhile.
+        let fresh = self
+            .snap
+            .outgoing
+            .get(&from)
+            .is_some_and(|o| o.taken_at + self.cfg.request_timeout_ticks > self.now);
+        if (offset == 0 && !fresh) || !self.snap.outgoing.contains_key(&from) {
             match self.engine.snapshot() {
                 Ok((index, image)) => {
                     let checksum = crc32c::crc32c(&image);
@@ -358,6 +368,7 @@ impl<E: SqlEngine, S: LogStorage> Replica<E, S> {
                             image: Rc::new(image),
                             checksum,
                             used_at: self.now,
+                            taken_at: self.now,
                         },
                     );
                 }
@@ -493,7 +504,7 @@ impl<E: SqlEngine, S: LogStorage> Replica<E, S> {
     /// log may say so: if it holds nothing beyond the engine it is reset to
     /// an empty log trimmed there, as after an image install; otherwise only
     /// its decided index moves up, and the entries accepted beyond are kept.
-    fn catch_log_up_with_engine(&mut self) -> Result<(), ReplicaError> {
+    pub(crate) fn catch_log_up_with_engine(&mut self) -> Result<(), ReplicaError> {
         if self.stopped.is_some() {
             // The configuration is over: its log is left alone (as in
             // `maybe_compact`).
