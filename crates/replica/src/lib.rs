@@ -468,7 +468,7 @@ impl<E: SqlEngine, S: LogStorage> Replica<E, S> {
             .clone()
             .build_for_server(server.clone(), storage.clone())
             .map_err(|e| ReplicaError::Config(e.to_string()))?;
-        Replica {
+        Ok(Replica {
             cfg,
             cluster,
             server,
@@ -492,21 +492,7 @@ impl<E: SqlEngine, S: LogStorage> Replica<E, S> {
             reconfigs: Vec::new(),
             stopped: None,
             removed: false,
-        }
-        .with_log_caught_up()
-    }
-
-    /// The log's decided index is not forced to disk by every sync, so after
-    /// a restart it may be behind what the engine applied. Peers that
-    /// trimmed past it would refuse this replica's `Prepare` and `Promise`,
-    /// so it is moved up at once (every applied entry was decided).
-    fn with_log_caught_up(mut self) -> Result<Self, ReplicaError> {
-        let applied = self.engine.applied_index();
-        let decided = self.global(self.op.get_decided_idx());
-        if applied > decided && applied.0 >= self.cfg.base {
-            self.catch_log_up_with_engine()?;
-        }
-        Ok(self)
+        })
     }
 
     /// Starts the configuration that [`Output::Reconfigured`] announced,

@@ -504,7 +504,7 @@ impl<E: SqlEngine, S: LogStorage> Replica<E, S> {
     /// log may say so: if it holds nothing beyond the engine it is reset to
     /// an empty log trimmed there, as after an image install; otherwise only
     /// its decided index moves up, and the entries accepted beyond are kept.
-    pub(crate) fn catch_log_up_with_engine(&mut self) -> Result<(), ReplicaError> {
+    fn catch_log_up_with_engine(&mut self) -> Result<(), ReplicaError> {
         if self.stopped.is_some() {
             // The configuration is over: its log is left alone (as in
             // `maybe_compact`).
