@@ -130,7 +130,7 @@ where
     }
 
     /// Makes every record appended so far durable, then rewrites the file if it outgrew its
-    /// [`LogOptions`]. A no-op when nothing was written since the last sync.
+    /// [`LogOptions`]. Without records that need an fsync, it only hands buffered ones (a decided index) to the OS.
     ///
     /// After an error the storage refuses all further writes: whether the failed fsync kept
     /// the data is unknowable (its retry may "succeed" without writing anything), so the only
@@ -138,6 +138,13 @@ where
     pub fn sync(&mut self) -> io::Result<()> {
         self.ensure_usable()?;
         if !self.dirty {
+            // Records that need no fsync (a decided index) still leave the
+            // process's buffer, so a restart after the process ends —
+            // however it ends — finds them.
+            if let Err(e) = self.file.flush() {
+                self.poisoned = true;
+                return Err(e);
+            }
             return Ok(());
         }
         // Poisoned until this sync and any rewrite succeed: every `?` below leaves it set.

@@ -19,6 +19,13 @@ pub trait LogFile {
     fn append(&mut self, bytes: &[u8]) -> io::Result<()>;
     /// Makes everything appended so far durable (fdatasync).
     fn sync(&mut self) -> io::Result<()>;
+    /// Hands everything appended so far to the operating system without
+    /// waiting for the disk: it then survives the process (a `kill -9`, an
+    /// exit) but not a power loss. Files with no buffer of their own do
+    /// nothing.
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
     /// The whole current content (used once, at open).
     fn read_all(&mut self) -> io::Result<Vec<u8>>;
     /// Cuts the file to `len` bytes, durably (used to drop a torn tail at open).
@@ -35,6 +42,10 @@ impl<F: LogFile + ?Sized> LogFile for Box<F> {
 
     fn sync(&mut self) -> io::Result<()> {
         (**self).sync()
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        (**self).flush()
     }
 
     fn read_all(&mut self) -> io::Result<Vec<u8>> {
@@ -108,6 +119,10 @@ impl LogFile for OsLogFile {
     fn sync(&mut self) -> io::Result<()> {
         self.writer.flush()?;
         self.writer.get_ref().sync_data()
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.writer.flush()
     }
 
     fn read_all(&mut self) -> io::Result<Vec<u8>> {

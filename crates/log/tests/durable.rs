@@ -413,3 +413,24 @@ fn an_invalid_op_is_refused_before_it_reaches_the_file() {
     assert_eq!(disk.content().len(), len);
     log.append_entry(TestEntry::new(0)).unwrap();
 }
+
+#[test]
+fn a_decided_index_alone_survives_the_process_without_an_fsync() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log");
+    let entries: Vec<TestEntry> = (1..=3).map(TestEntry::new).collect();
+    {
+        let file = paxsql_log::OsLogFile::open(&path).unwrap();
+        let mut log = DurableStorage::<TestEntry, _>::open(file).unwrap();
+        log.append_entries(entries).unwrap();
+        log.sync().unwrap();
+        log.set_decided_idx(3).unwrap();
+        assert!(!log.needs_sync(), "a decided index needs no fsync");
+        log.sync().unwrap();
+        // The process ends here without running destructors.
+        std::mem::forget(log);
+    }
+    let file = paxsql_log::OsLogFile::open(&path).unwrap();
+    let log = DurableStorage::<TestEntry, _>::open(file).unwrap();
+    assert_eq!(log.get_decided_idx().unwrap(), 3);
+}
