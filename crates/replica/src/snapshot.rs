@@ -205,7 +205,6 @@ impl<E: SqlEngine, S: LogStorage> Replica<E, S> {
     /// beyond that refuses its `Prepare`. Replicas whose progress is not
     /// known (or not recently) are counted as willing.
     fn could_win(&self, candidate: NodeId, decided: LogIndex) -> bool {
-        let recent = self.cfg.progress_ticks.max(1) * 4;
         let willing = self
             .cfg
             .nodes
@@ -219,7 +218,7 @@ impl<E: SqlEngine, S: LogStorage> Replica<E, S> {
                     self.snap
                         .peers
                         .get(&n)
-                        .filter(|p| p.at + recent >= self.now)
+                        .filter(|p| self.is_live(p))
                         .is_none_or(|p| p.compacted <= decided)
                 }
             })
@@ -651,13 +650,17 @@ impl<E: SqlEngine, S: LogStorage> Replica<E, S> {
         Ok(())
     }
 
+    /// Whether a peer's last progress report is recent (four report periods).
+    fn is_live(&self, p: &PeerProgress) -> bool {
+        p.at + self.cfg.progress_ticks.max(1) * 4 >= self.now
+    }
+
     /// Peers whose last progress report is recent.
     fn live_peers(&self) -> impl Iterator<Item = (NodeId, PeerProgress)> + '_ {
-        let recent = self.cfg.progress_ticks.max(1) * 4;
         self.snap
             .peers
             .iter()
-            .filter(move |(_, p)| p.at + recent >= self.now)
+            .filter(|(_, p)| self.is_live(p))
             .map(|(n, p)| (*n, *p))
     }
 }
