@@ -4,6 +4,26 @@
 
 use paxsql_types::{ReadLevel, RequestError, RequestId, Response, Statement};
 use std::future::Future;
+use std::time::Duration;
+
+/// How a read is to be carried out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReadOptions {
+    /// How fresh (`level=`).
+    pub level: ReadLevel,
+    /// How long the read may take, waiting for its level and running
+    /// (`timeout=`); `None`: the node's default.
+    pub timeout: Option<Duration>,
+}
+
+impl From<ReadLevel> for ReadOptions {
+    fn from(level: ReadLevel) -> Self {
+        ReadOptions {
+            level,
+            timeout: None,
+        }
+    }
+}
 
 /// How a write is to be carried out.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -30,16 +50,16 @@ pub trait Db: Clone + Send + Sync + 'static {
     fn query(
         &self,
         stmts: Vec<Statement>,
-        level: ReadLevel,
+        read: ReadOptions,
     ) -> impl Future<Output = Result<Response, RequestError>> + Send;
 
-    /// Mixed reads and writes (`/db/request`): served as a read at `level`
+    /// Mixed reads and writes (`/db/request`): served as a read (`read`)
     /// when every statement is read-only, otherwise as a write through the log.
     fn request(
         &self,
         stmts: Vec<Statement>,
         opts: WriteOptions,
-        level: ReadLevel,
+        read: ReadOptions,
     ) -> impl Future<Output = Result<Response, RequestError>> + Send;
 
     /// This node's status as a JSON object (`/status`).

@@ -5,7 +5,7 @@
 //! `X-Request-Id` cannot break `/status`, and flags an endpoint does not use
 //! are ignored as rqlite ignores them.
 
-use crate::db::WriteOptions;
+use crate::db::{ReadOptions, WriteOptions};
 use crate::error::ApiError;
 use crate::render::Shape;
 use axum::extract::Query;
@@ -27,6 +27,8 @@ pub(crate) struct Flags {
     pub(crate) queue: bool,
     /// `level=` as given; `None` when absent.
     level: Option<String>,
+    /// `timeout=` as given (rqlite's duration, e.g. `2s`, `500ms`).
+    timeout: Option<String>,
     /// `request_id=` as given.
     request_id: Option<String>,
     /// The `X-Request-Id` header as given.
@@ -56,6 +58,7 @@ impl Flags {
                 "noleader" => flags.noleader = is_on(&value),
                 "queue" => flags.queue = is_on(&value),
                 "level" => flags.level = Some(value),
+                "timeout" => flags.timeout = Some(value),
                 "request_id" => flags.request_id = Some(value),
                 "q" => flags.q = Some(value),
                 // rqlite's flags that only tune how rqlite itself serves a
@@ -87,6 +90,30 @@ impl Flags {
                 ))
             }),
         }
+    }
+
+    /// The read level and time limit asked for; a limit above `max` (the
+    /// HTTP request timeout) is refused, as the request would end first.
+    pub(crate) fn read_options(&self, max: std::time::Duration) -> Result<ReadOptions, ApiError> {
+        let level = self.read_level()?;
+        let timeout = match self.timeout.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(raw) => {
+                let d = humantime::parse_duration(raw).map_err(|e| {
+                    ApiError::bad_request(format!(
+                        "timeout={raw:?} is not a duration ({e}): use e.g. 500ms, 2s or 1m"
+                    ))
+                })?;
+                if d.is_zero() || d > max {
+                    return Err(ApiError::bad_request(format!(
+                        "timeout={raw} is out of range: more than 0 and at most {}s",
+                        max.as_secs()
+                    )));
+                }
+                Some(d)
+            }
+        };
+        Ok(ReadOptions { level, timeout })
     }
 
     /// How a write is to be carried out.

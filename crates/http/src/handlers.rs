@@ -49,14 +49,14 @@ pub(crate) async fn query_get<D: Db>(
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
     let flags = Flags::parse(&uri, &headers);
-    let level = flags.read_level()?;
+    let read = flags.read_options(app.limits.request_timeout)?;
     let sql = flags.q.as_deref().ok_or_else(|| {
         ApiError::bad_request(
             "missing query parameter q: GET /db/query?q=SELECT... (or POST the statements)",
         )
     })?;
     let stmt = statements::from_sql(sql).map_err(|e| ApiError::bad_request(format!("q: {e}")))?;
-    let response = app.db.query(vec![stmt], level).await?;
+    let response = app.db.query(vec![stmt], read).await?;
     Ok(render(&response, &flags, false, started))
 }
 
@@ -69,9 +69,9 @@ pub(crate) async fn query_post<D: Db>(
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
     let flags = Flags::parse(&uri, &headers);
-    let level = flags.read_level()?;
+    let read = flags.read_options(app.limits.request_timeout)?;
     let stmts = read_statements(body, &headers, &app.limits).await?;
-    let response = app.db.query(stmts, level).await?;
+    let response = app.db.query(stmts, read).await?;
     Ok(render(&response, &flags, false, started))
 }
 
@@ -84,10 +84,10 @@ pub(crate) async fn request<D: Db>(
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
     let flags = Flags::parse(&uri, &headers);
-    let level = flags.read_level()?;
+    let read = flags.read_options(app.limits.request_timeout)?;
     let opts = flags.write_options()?;
     let stmts = read_statements(body, &headers, &app.limits).await?;
-    let response = app.db.request(stmts, opts, level).await?;
+    let response = app.db.request(stmts, opts, read).await?;
     Ok(render(&response, &flags, true, started))
 }
 

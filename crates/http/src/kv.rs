@@ -78,12 +78,12 @@ pub(crate) async fn get_one<D: Db>(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     check_key(&key)?;
-    let level = Flags::parse(&uri, &headers).read_level()?;
+    let read = Flags::parse(&uri, &headers).read_options(app.limits.request_timeout)?;
     let q = stmt(
         "SELECT value FROM paxsql_kv WHERE key = ?",
         vec![Value::Text(key.clone())],
     );
-    let r = app.db.query(vec![q], level).await?;
+    let r = app.db.query(vec![q], read).await?;
     let rows = rows_or_empty(&r.results)?;
     let Some(value) = rows.first().and_then(|row| row.first()) else {
         return Err(ApiError::missing(format!("no such key: {key:?}")));
@@ -134,7 +134,7 @@ pub(crate) async fn list<D: Db>(
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let level = Flags::parse(&uri, &headers).read_level()?;
+    let read = Flags::parse(&uri, &headers).read_options(app.limits.request_timeout)?;
     let prefix = Query::<Vec<(String, String)>>::try_from_uri(&uri)
         .map(|Query(pairs)| pairs)
         .unwrap_or_default()
@@ -149,11 +149,14 @@ pub(crate) async fn list<D: Db>(
         ),
         vec![Value::Text(prefix)],
     );
-    let r = app.db.query(vec![q], level).await?;
-    let keys: Vec<serde_json::Value> = rows_or_empty(&r.results)?
+    let r = app.db.query(vec![q], read).await?;
+    let keys = rows_or_empty(&r.results)?
         .iter()
-        .map(|row| entry_json(&row[0], &row[1]))
-        .collect();
+        .map(|row| match row.as_slice() {
+            [key, value, ..] => Ok(entry_json(key, value)),
+            _ => Err(ApiError::internal("unexpected result shape")),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(json(StatusCode::OK, serde_json::json!({ "keys": keys })))
 }
 

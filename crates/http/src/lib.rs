@@ -131,7 +131,7 @@ mod kv;
 mod render;
 mod statements;
 
-pub use db::{Db, WriteOptions};
+pub use db::{Db, ReadOptions, WriteOptions};
 
 use axum::{
     middleware::from_fn_with_state,

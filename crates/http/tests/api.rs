@@ -5,7 +5,7 @@ use axum::body::{Body, Bytes};
 use axum::http::{header, HeaderMap, Method, Request, StatusCode};
 use axum::Router;
 use http_body_util::BodyExt;
-use paxsql_http::{router, Db, Limits, WriteOptions};
+use paxsql_http::{router, Db, Limits, ReadOptions, WriteOptions};
 use paxsql_types::{
     LogIndex, Params, ReadLevel, RequestError, RequestId, Response, Statement, StmtResult, Value,
 };
@@ -35,6 +35,8 @@ enum Reply {
 #[derive(Clone)]
 struct FakeDb {
     calls: Arc<Mutex<Vec<Call>>>,
+    /// The time limit of every read asked for.
+    read_timeouts: Arc<Mutex<Vec<Option<Duration>>>>,
     reply: Arc<Mutex<Reply>>,
     ready: Arc<Mutex<Result<(), String>>>,
 }
@@ -43,6 +45,7 @@ impl FakeDb {
     fn answering(results: Vec<StmtResult>, index: u64) -> Self {
         FakeDb {
             calls: Arc::default(),
+            read_timeouts: Arc::default(),
             reply: Arc::new(Mutex::new(Reply::Answer(Ok(Response {
                 results,
                 index: LogIndex(index),
@@ -95,18 +98,20 @@ impl Db for FakeDb {
     async fn query(
         &self,
         stmts: Vec<Statement>,
-        level: ReadLevel,
+        read: ReadOptions,
     ) -> Result<Response, RequestError> {
-        self.answer(Call::Query(stmts, level)).await
+        self.read_timeouts.lock().unwrap().push(read.timeout);
+        self.answer(Call::Query(stmts, read.level)).await
     }
 
     async fn request(
         &self,
         stmts: Vec<Statement>,
         opts: WriteOptions,
-        level: ReadLevel,
+        read: ReadOptions,
     ) -> Result<Response, RequestError> {
-        self.answer(Call::Request(stmts, opts, level)).await
+        self.read_timeouts.lock().unwrap().push(read.timeout);
+        self.answer(Call::Request(stmts, opts, read.level)).await
     }
 
     async fn status(&self) -> Json {
@@ -623,6 +628,35 @@ async fn read_levels_by_every_name() {
             "level={name}"
         );
     }
+}
+
+#[tokio::test]
+async fn read_timeout_is_passed_on_and_checked() {
+    let db = FakeDb::answering(vec![no_rows()], 0);
+    get(&db, "/db/query?q=SELECT+1&timeout=2s")
+        .await
+        .expect_ok();
+    post(&db, "/db/query?timeout=500ms", r#"["SELECT 1"]"#)
+        .await
+        .expect_ok();
+    post(&db, "/db/request", r#"["SELECT 1"]"#)
+        .await
+        .expect_ok();
+    assert_eq!(
+        *db.read_timeouts.lock().unwrap(),
+        vec![
+            Some(Duration::from_secs(2)),
+            Some(Duration::from_millis(500)),
+            None
+        ]
+    );
+    for bad in ["soon", "0s", "1h"] {
+        let msg = get(&db, &format!("/db/query?q=SELECT+1&timeout={bad}"))
+            .await
+            .expect_error(StatusCode::BAD_REQUEST);
+        assert!(msg.starts_with("timeout=") && msg.contains(bad), "{msg}");
+    }
+    assert_eq!(db.calls().len(), 3);
 }
 
 #[tokio::test]

@@ -7,15 +7,22 @@
 //!
 //! The loop: wait for input until the next tick is due; take everything
 //! queued (bounded); tick if due; `poll` the replica; hand its messages to
-//! the transport and its answers to the waiting clients.
+//! the transport, its reads to the group's readers
+//! ([`crate::readers`]) and its answers to the waiting clients.
+//!
+//! A replica that fails (its log or engine cannot go on) stops here, loudly,
+//! but the node stays up: the group answers every request with the reason,
+//! and `/status`, `/readyz` and the `paxsql_group_failed` gauge show it.
 
+use crate::readers::{deliver, Answer, ReadJob, Readers};
 use crate::transport::Links;
 use paxsql_replica::{
-    ClientRequest, LogStorage, Membership, Output, PeerMsg, Replica, ReplicaStatus,
+    ClientRequest, LogStorage, Membership, Output, PeerMsg, ReadFor, Replica, ReplicaStatus,
 };
 use paxsql_sql::SqlEngine;
-use paxsql_types::{GroupId, NodeId, RequestError, Response};
+use paxsql_types::{GroupId, NodeId, RequestError, Response, Statement};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -33,6 +40,9 @@ pub(crate) enum GroupInput {
         req: ClientRequest,
         /// The answer goes here.
         reply: ReplyTx,
+        /// When the client stops waiting (a read's statements are
+        /// interrupted then).
+        deadline: Instant,
     },
     /// A message from a peer's replica of this group.
     Peer {
@@ -51,6 +61,46 @@ const METRICS_EVERY: Duration = Duration::from_millis(250);
 /// Inputs handled between two polls at most, so ticks stay on time.
 const INPUTS_PER_POLL_MAX: usize = 4096;
 
+/// How a group's thread is doing, for the node's handle: shared, and
+/// written by the group thread only.
+#[derive(Debug, Default)]
+pub(crate) struct Health {
+    /// Why the replica stopped, once it has.
+    pub(crate) failure: Mutex<Option<String>>,
+    /// Milliseconds after [`Health::born`] when the loop last went round.
+    last_loop_ms: AtomicU64,
+    born: std::sync::OnceLock<Instant>,
+}
+
+impl Health {
+    fn born(&self) -> Instant {
+        *self.born.get_or_init(Instant::now)
+    }
+
+    fn beat(&self) {
+        let ms = self.born().elapsed().as_millis() as u64;
+        self.last_loop_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// How long the group thread has been inside one round of its loop
+    /// (applying a heavy entry, say).
+    pub(crate) fn busy_for(&self) -> Duration {
+        let now = self.born().elapsed().as_millis() as u64;
+        Duration::from_millis(now.saturating_sub(self.last_loop_ms.load(Ordering::Relaxed)))
+    }
+
+    /// Why the replica stopped, if it has.
+    pub(crate) fn failure(&self) -> Option<String> {
+        self.failure.lock().expect("health lock").clone()
+    }
+}
+
+/// A client waiting on the group.
+struct Waiting {
+    reply: ReplyTx,
+    deadline: Instant,
+}
+
 /// Runs a group's replica until its input queue closes.
 pub(crate) struct GroupLoop<E: SqlEngine, S: LogStorage> {
     pub(crate) group: GroupId,
@@ -58,6 +108,12 @@ pub(crate) struct GroupLoop<E: SqlEngine, S: LogStorage> {
     pub(crate) inputs: Receiver<GroupInput>,
     pub(crate) links: Arc<Links>,
     pub(crate) status: Arc<Mutex<ReplicaStatus>>,
+    pub(crate) health: Arc<Health>,
+    /// Runs reads off this thread; `None`: the engine has no readers, and
+    /// this thread serves them.
+    pub(crate) readers: Option<Readers>,
+    /// How long a leader read asked by a peer may run.
+    pub(crate) peer_read_timeout: Duration,
     pub(crate) tick: Duration,
     /// Records a new configuration durably and opens its empty log.
     pub(crate) next_config: NextConfig<S>,
@@ -68,33 +124,48 @@ pub(crate) type NextConfig<S> = Box<dyn FnMut(&Membership) -> Result<S, String> 
 
 impl<E: SqlEngine, S: LogStorage> GroupLoop<E, S> {
     pub(crate) fn run(mut self) {
-        let mut waiting: HashMap<u64, ReplyTx> = HashMap::new();
+        let mut waiting: HashMap<u64, Waiting> = HashMap::new();
         let mut next_token: u64 = 0;
         let mut next_tick = Instant::now() + self.tick;
         let mut next_metrics = Instant::now();
         loop {
+            self.health.beat();
             let timeout = next_tick.saturating_duration_since(Instant::now());
             let first = match self.inputs.recv_timeout(timeout) {
                 Ok(input) => Some(input),
                 Err(RecvTimeoutError::Timeout) => None,
                 Err(RecvTimeoutError::Disconnected) => return,
             };
+            if let Some(reason) = self.health.failure() {
+                self.refuse_all(first, &reason);
+                continue;
+            }
             let more = self.inputs.try_iter().take(INPUTS_PER_POLL_MAX);
             for input in first.into_iter().chain(more) {
                 match input {
-                    GroupInput::Client { req, reply } => {
+                    GroupInput::Client {
+                        req,
+                        reply,
+                        deadline,
+                    } => {
                         let token = next_token;
                         next_token += 1;
-                        waiting.insert(token, reply);
+                        waiting.insert(token, Waiting { reply, deadline });
                         self.replica.submit(token, req);
                     }
                     GroupInput::Peer { from, msg } => {
                         if let Err(e) = self.replica.receive(from, msg) {
-                            fail(self.group, &e);
+                            self.fail(&e);
                         }
                     }
                     GroupInput::Connected(peer) => self.replica.connected(peer),
                 }
+            }
+            if self.health.failure().is_some() {
+                for (_, w) in waiting.drain() {
+                    let _ = w.reply.send(Err(self.stopped_error()));
+                }
+                continue;
             }
             let now = Instant::now();
             if now >= next_tick {
@@ -107,18 +178,16 @@ impl<E: SqlEngine, S: LogStorage> GroupLoop<E, S> {
             }
             let outputs = match self.replica.poll() {
                 Ok(o) => o,
-                Err(e) => fail(self.group, &e),
+                Err(e) => {
+                    self.fail(&e);
+                    for (_, w) in waiting.drain() {
+                        let _ = w.reply.send(Err(self.stopped_error()));
+                    }
+                    continue;
+                }
             };
             for output in outputs {
-                match output {
-                    Output::Send { to, msg } => self.links.send(to, self.group, msg),
-                    Output::Reply { token, result } => {
-                        if let Some(tx) = waiting.remove(&token) {
-                            let _ = tx.send(result);
-                        }
-                    }
-                    Output::Reconfigured(m) => self.start_config(&m),
-                }
+                self.handle(output, &mut waiting);
             }
             let status = self.replica.status();
             if now >= next_metrics {
@@ -127,6 +196,87 @@ impl<E: SqlEngine, S: LogStorage> GroupLoop<E, S> {
             }
             *self.status.lock().expect("status lock") = status;
         }
+    }
+
+    fn handle(&mut self, output: Output, waiting: &mut HashMap<u64, Waiting>) {
+        match output {
+            Output::Send { to, msg } => self.links.send(to, self.group, msg),
+            Output::Reply { token, result } => {
+                if let Some(w) = waiting.remove(&token) {
+                    let _ = w.reply.send(result);
+                }
+            }
+            Output::Read { to, stmts } => self.read(to, stmts, waiting),
+            Output::Reconfigured(m) => self.start_config(&m),
+        }
+    }
+
+    /// Hands a read the replica let through to a reader.
+    fn read(&mut self, to: ReadFor, stmts: Vec<Statement>, waiting: &mut HashMap<u64, Waiting>) {
+        let Some(readers) = &self.readers else {
+            let answer = self.replica.answer_read(to, &stmts);
+            self.handle(answer, waiting);
+            return;
+        };
+        let (answer, timeout) = match to {
+            ReadFor::Client(token) => {
+                let Some(w) = waiting.remove(&token) else {
+                    return;
+                };
+                let left = w.deadline.saturating_duration_since(Instant::now());
+                (Answer::Client(w.reply), left)
+            }
+            ReadFor::Peer { node, id } => (Answer::Peer { node, id }, self.peer_read_timeout),
+        };
+        if timeout.is_zero() {
+            let e = RequestError::Unavailable(
+                "read timeout: the read's time ran out before it could start;                  raise ?timeout= or retry"
+                    .into(),
+            );
+            deliver(answer, Err(e), &self.links, self.group);
+            return;
+        }
+        let job = ReadJob {
+            stmts,
+            timeout,
+            answer,
+        };
+        readers.submit(job, &self.links, self.group);
+    }
+
+    /// A failed replica's group answers every request with the reason.
+    fn refuse_all(&mut self, first: Option<GroupInput>, reason: &str) {
+        let more: Vec<GroupInput> = self.inputs.try_iter().take(INPUTS_PER_POLL_MAX).collect();
+        for input in first.into_iter().chain(more) {
+            if let GroupInput::Client { reply, .. } = input {
+                let _ = reply.send(Err(RequestError::Unavailable(format!(
+                    "group {} stopped on this node: {reason}; see /status, and restart \
+                     the node once the cause is fixed",
+                    self.group
+                ))));
+            }
+        }
+    }
+
+    fn stopped_error(&self) -> RequestError {
+        RequestError::Unavailable(format!(
+            "group {} stopped on this node: {}; see /status",
+            self.group,
+            self.health.failure().unwrap_or_default()
+        ))
+    }
+
+    /// A replica that failed cannot go on: continuing could diverge it from
+    /// the others. It stops for good in this run; a restart reopens it from
+    /// its files.
+    fn fail(&self, e: &paxsql_replica::ReplicaError) {
+        tracing::error!(group = self.group.0, error = %e, "replica failed; this group stops on this node");
+        eprintln!(
+            "paxsql: group {} failed: {e}; it stops on this node",
+            self.group.0
+        );
+        crate::metrics::record_group_failed(self.group);
+        *self.health.failure.lock().expect("health lock") = Some(e.to_string());
     }
 }
 
@@ -151,20 +301,14 @@ impl<E: SqlEngine, S: LogStorage> GroupLoop<E, S> {
                     .map_err(|e| e.to_string())
             });
         if let Err(e) = started {
-            tracing::error!(group = self.group.0, error = %e, "starting the new configuration failed; stopping the node");
+            let reason = format!("starting configuration {} failed: {e}", m.config_id);
+            tracing::error!(group = self.group.0, %reason, "this group stops on this node");
             eprintln!(
-                "paxsql: group {}: starting configuration {} failed: {e}; stopping",
-                self.group.0, m.config_id
+                "paxsql: group {}: {reason}; it stops on this node",
+                self.group.0
             );
-            std::process::exit(70);
+            crate::metrics::record_group_failed(self.group);
+            *self.health.failure.lock().expect("health lock") = Some(reason);
         }
     }
-}
-
-/// A replica that failed cannot go on: continuing could diverge it from the
-/// others. The node stops; a restart reopens it from its files.
-fn fail(group: GroupId, e: &paxsql_replica::ReplicaError) -> ! {
-    tracing::error!(group = group.0, error = %e, "replica failed; stopping the node");
-    eprintln!("paxsql: group {} failed: {e}; stopping", group.0);
-    std::process::exit(70);
 }

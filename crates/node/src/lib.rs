@@ -10,11 +10,13 @@ mod datadir;
 mod group;
 pub mod membership;
 mod metrics;
+mod readers;
 mod transport;
 
 pub use datadir::DataDirError;
+pub use paxsql_sql::ReadLimits;
 
-use group::{GroupInput, GroupLoop};
+use group::{GroupInput, GroupLoop, Health};
 use paxsql_log::{DurableStorage, LogOptions, OsLogFile};
 use paxsql_replica::{all_reads, ClientRequest, Replica, ReplicaConfig, ReplicaStatus, Role};
 use paxsql_sql::{Dialect, SqlEngine, SqliteEngine, SqliteOptions};
@@ -57,6 +59,15 @@ pub struct NodeConfig {
     /// (0: no byte limit). The log file is also rewritten once it holds
     /// half this much in trimmed records.
     pub snapshot_bytes: u64,
+    /// Reader threads (each with its own connection) per group.
+    pub readers: usize,
+    /// Reads admitted on this node at once (running or queued); more are
+    /// refused as overloaded, to be retried.
+    pub reads_max: usize,
+    /// How long a read may take when the client names no limit.
+    pub read_timeout: std::time::Duration,
+    /// What one read statement may return.
+    pub read_limits: ReadLimits,
 }
 
 /// Which SQL engine a node runs.
@@ -133,6 +144,10 @@ impl NodeConfig {
             engine: EngineChoice::Sqlite,
             snapshot_entries: 8192,
             snapshot_bytes: 64 << 20,
+            readers: 4,
+            reads_max: 256,
+            read_timeout: Duration::from_secs(5),
+            read_limits: ReadLimits::default(),
         }
     }
 }
@@ -180,12 +195,15 @@ struct Inner {
     next_request: AtomicU64,
     groups: BTreeMap<GroupId, GroupHandle>,
     links: Arc<Links>,
+    /// Admits reads: one permit per read running or queued on this node.
+    read_permits: Arc<tokio::sync::Semaphore>,
 }
 
 #[derive(Debug)]
 struct GroupHandle {
     tx: SyncSender<GroupInput>,
     status: Arc<Mutex<ReplicaStatus>>,
+    health: Arc<Health>,
 }
 
 /// This node's status (`/status`).
@@ -238,6 +256,13 @@ pub struct GroupStatus {
     pub members: Vec<u64>,
     /// This node is not a member any more.
     pub removed: bool,
+    /// Why this group stopped on this node, if it did (the node stays up
+    /// to say so; a restart reopens the group from its files).
+    pub failure: Option<String>,
+    /// The work one replicated statement may do, in SQLite VM steps
+    /// (`SET PAXSQL STATEMENT_BUDGET`); absent for engines that do not
+    /// count work.
+    pub statement_budget: Option<u64>,
 }
 
 /// A node of the cluster as `/nodes` shows it.
@@ -309,12 +334,15 @@ pub async fn start(mut cfg: NodeConfig) -> Result<NodeHandle, StartError> {
     let mut groups = BTreeMap::new();
     for (g, rx) in receivers {
         let status = Arc::new(Mutex::new(initial_status(cfg.id, g)));
-        spawn_group(&cfg, g, epoch, rx, Arc::clone(&links), Arc::clone(&status))?;
+        let health = Arc::new(Health::default());
+        let shared = (Arc::clone(&status), Arc::clone(&health));
+        spawn_group(&cfg, g, epoch, rx, Arc::clone(&links), shared)?;
         groups.insert(
             g,
             GroupHandle {
                 tx: senders[&g].clone(),
                 status,
+                health,
             },
         );
     }
@@ -329,6 +357,7 @@ pub async fn start(mut cfg: NodeConfig) -> Result<NodeHandle, StartError> {
         inbox,
         Arc::clone(&links),
     ));
+    let cfg_reads_max = cfg.reads_max.max(1);
     Ok(NodeHandle {
         inner: Arc::new(Inner {
             cfg,
@@ -336,6 +365,7 @@ pub async fn start(mut cfg: NodeConfig) -> Result<NodeHandle, StartError> {
             next_request: AtomicU64::new(0),
             groups,
             links,
+            read_permits: Arc::new(tokio::sync::Semaphore::new(cfg_reads_max)),
         }),
     })
 }
@@ -426,6 +456,7 @@ fn initial_status(node: NodeId, group: GroupId) -> ReplicaStatus {
         members: Vec::new(),
         base: LogIndex(0),
         removed: false,
+        statement_budget: None,
     }
 }
 
@@ -437,7 +468,7 @@ fn spawn_group(
     epoch: u64,
     inputs: std::sync::mpsc::Receiver<GroupInput>,
     links: Arc<Links>,
-    status: Arc<Mutex<ReplicaStatus>>,
+    (status, health): (Arc<Mutex<ReplicaStatus>>, Arc<Health>),
 ) -> Result<(), StartError> {
     let dir = cfg.data_dir.join(format!("group-{}", group.0));
     let mut rcfg = ReplicaConfig::new(cfg.id, group, cfg.peers.keys().copied().collect(), epoch);
@@ -470,12 +501,26 @@ fn spawn_group(
     let tick = cfg.tick;
     let engine = cfg.engine.clone();
     let cluster = cfg.cluster.clone();
+    let (readers, reads_max, read_limits) = (cfg.readers, cfg.reads_max, cfg.read_limits);
+    let peer_read_timeout = cfg.read_timeout;
     let (opened_tx, opened_rx) = std::sync::mpsc::channel();
     std::thread::Builder::new()
         .name(format!("group-{}", group.0))
         .spawn(move || {
             let config_id = rcfg.config_id;
-            let replica = match open_replica(&dir, rcfg, log_options, &engine, &cluster) {
+            let opened =
+                open_replica(&dir, rcfg, log_options, &engine, &cluster).and_then(|mut r| {
+                    let pool = readers::Readers::start(
+                        r.engine_mut(),
+                        readers,
+                        reads_max,
+                        read_limits,
+                        group,
+                        Arc::clone(&links),
+                    )?;
+                    Ok((r, pool))
+                });
+            let (replica, readers) = match opened {
                 Ok(r) => {
                     let _ = opened_tx.send(Ok(()));
                     r
@@ -502,6 +547,9 @@ fn spawn_group(
                 inputs,
                 links,
                 status,
+                health,
+                readers,
+                peer_read_timeout,
                 tick,
                 next_config,
             }
@@ -580,18 +628,31 @@ impl NodeHandle {
         result
     }
 
-    /// Runs read-only statements at a level.
+    /// Runs read-only statements at a level, within `timeout` (the node's
+    /// `read_timeout` when `None`): waiting for the level and running the
+    /// statements together. Reads beyond the node's `reads_max` at once
+    /// are refused as overloaded.
     pub async fn read(
         &self,
         stmts: Vec<Statement>,
         level: ReadLevel,
+        timeout: Option<Duration>,
     ) -> Result<Response, RequestError> {
         if stmts.is_empty() {
             return Err(RequestError::BadRequest("no statements given".into()));
         }
+        let Ok(_permit) = self.inner.read_permits.try_acquire() else {
+            metrics::record_read_refused();
+            return Err(RequestError::Overloaded(format!(
+                "{} reads are already running or queued on this node (--reads-max);                  retry after a moment",
+                self.inner.cfg.reads_max
+            )));
+        };
         let group = self.group_for(&stmts);
         let started = std::time::Instant::now();
-        let result = self.call(group, ClientRequest::Read { stmts, level }).await;
+        let timeout = timeout.unwrap_or(self.inner.cfg.read_timeout);
+        let req = ClientRequest::Read { stmts, level };
+        let result = self.call_within(group, req, timeout).await;
         metrics::record_request("read", level.as_str(), &result, started.elapsed());
         result
     }
@@ -603,9 +664,10 @@ impl NodeHandle {
         transaction: bool,
         id: Option<RequestId>,
         level: ReadLevel,
+        timeout: Option<Duration>,
     ) -> Result<Response, RequestError> {
         if all_reads(self.inner.cfg.engine.dialect(), &stmts) {
-            self.read(stmts, level).await
+            self.read(stmts, level, timeout).await
         } else {
             self.write(stmts, transaction, id).await
         }
@@ -729,9 +791,32 @@ impl NodeHandle {
     }
 
     async fn call(&self, group: GroupId, req: ClientRequest) -> Result<Response, RequestError> {
+        self.call_within(group, req, self.inner.cfg.request_timeout)
+            .await
+    }
+
+    /// Queues a request for a group's thread and waits for the answer, at
+    /// most `timeout` (plus a second's grace for the replica's own answer).
+    async fn call_within(
+        &self,
+        group: GroupId,
+        req: ClientRequest,
+        timeout: Duration,
+    ) -> Result<Response, RequestError> {
         let handle = &self.inner.groups[&group];
+        if let Some(reason) = handle.health.failure() {
+            return Err(RequestError::Unavailable(format!(
+                "group {group} stopped on this node: {reason}; see /status, and restart the \
+                 node once the cause is fixed"
+            )));
+        }
         let (reply, rx) = tokio::sync::oneshot::channel();
-        match handle.tx.try_send(GroupInput::Client { req, reply }) {
+        let deadline = std::time::Instant::now() + timeout;
+        match handle.tx.try_send(GroupInput::Client {
+            req,
+            reply,
+            deadline,
+        }) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
                 return Err(RequestError::Overloaded(format!(
@@ -746,15 +831,30 @@ impl NodeHandle {
             }
         }
         // The replica answers by its own deadline; this one only guards
-        // against a replica that stopped answering altogether.
-        let guard = self.inner.cfg.request_timeout + Duration::from_secs(1);
+        // against a group thread that stopped answering.
+        let guard = timeout + Duration::from_secs(1);
         match tokio::time::timeout(guard, rx).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(RequestError::Unavailable(format!(
                 "group {group} has stopped"
             ))),
-            Err(_) => Err(RequestError::timeout("request")),
+            Err(_) => Err(self.why_no_answer(group)),
         }
+    }
+
+    /// The error for a request that got no answer in time, naming the
+    /// cause this node can see.
+    fn why_no_answer(&self, group: GroupId) -> RequestError {
+        let handle = &self.inner.groups[&group];
+        let busy = handle.health.busy_for();
+        if busy >= Duration::from_millis(500) {
+            return RequestError::Unavailable(format!(
+                "group {group} is busy: its thread has been applying one batch of the log for \
+                 {} ms; retry with the same request id (it is applied at most once)",
+                busy.as_millis()
+            ));
+        }
+        RequestError::timeout("request")
     }
 
     fn fresh_request_id(&self) -> RequestId {
@@ -798,6 +898,8 @@ impl NodeHandle {
                     config_id: s.config_id,
                     members: s.members.iter().map(|m| m.0).collect(),
                     removed: s.removed,
+                    failure: self.inner.groups[&g].health.failure(),
+                    statement_budget: s.statement_budget,
                 }
             })
             .collect();
@@ -851,7 +953,10 @@ impl NodeHandle {
     /// Ok once every group has a leader in the accept phase and has applied
     /// all it knows decided.
     pub fn ready(&self) -> Result<(), String> {
-        for &g in self.inner.groups.keys() {
+        for (&g, handle) in &self.inner.groups {
+            if let Some(reason) = handle.health.failure() {
+                return Err(format!("group {g} stopped on this node: {reason}"));
+            }
             let s = self.group_status(g);
             if s.removed {
                 return Err(format!("group {g}: this node was removed from the cluster"));

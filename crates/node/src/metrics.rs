@@ -26,6 +26,7 @@ pub(crate) fn record_group(s: &ReplicaStatus) {
         if s.role == Role::Leader { 1.0 } else { 0.0 },
     );
     gauge("paxsql_ballot", f64::from(s.ballot));
+    gauge("paxsql_group_failed", 0.0);
     let counter = |name: &'static str, v: u64| {
         metrics::counter!(name, "group" => g.clone()).absolute(v);
     };
@@ -36,6 +37,17 @@ pub(crate) fn record_group(s: &ReplicaStatus) {
     counter("paxsql_snapshots_taken_total", s.snapshots_taken);
     counter("paxsql_snapshots_installed_total", s.snapshots_installed);
     counter("paxsql_snapshots_sent_total", s.snapshots_sent);
+}
+
+/// A group's replica stopped on this node (see `/status` for why).
+pub(crate) fn record_group_failed(group: paxsql_types::GroupId) {
+    metrics::gauge!("paxsql_group_failed", "group" => group.0.to_string()).set(1.0);
+    metrics::counter!("paxsql_group_failures_total", "group" => group.0.to_string()).increment(1);
+}
+
+/// A read refused because too many were in flight on this node.
+pub(crate) fn record_read_refused() {
+    metrics::counter!("paxsql_reads_refused_total").increment(1);
 }
 
 /// A peer link went up or down.

@@ -331,13 +331,13 @@ impl<D: Db> Core<D> {
         stmts: Vec<Statement>,
         first_matters: bool,
     ) -> Result<Vec<StmtResult>, Fail> {
-        let local = self.db.read(stmts.clone(), ReadLevel::Local).await;
+        let local = self.db.read(stmts.clone(), ReadLevel::Local, None).await;
         let failed = match &local {
             Ok(r) => first_matters && matches!(r.results.first(), Some(StmtResult::Error(_))),
             Err(_) => true,
         };
         let resp = if failed {
-            self.db.read(stmts, ReadLevel::Linearizable).await
+            self.db.read(stmts, ReadLevel::Linearizable, None).await
         } else {
             local
         };
@@ -491,7 +491,7 @@ impl<D: Db> Core<D> {
         params: Params,
         described: Option<&Described>,
     ) -> Result<Outcome, Fail> {
-        let level = {
+        let (level, timeout) = {
             let s = lock(cell);
             if let Tx::Open(w) = &s.tx {
                 if !w.is_empty() {
@@ -503,7 +503,7 @@ impl<D: Db> Core<D> {
                     ));
                 }
             }
-            s.level
+            (s.level, s.read_timeout)
         };
         let plan = match described {
             Some(_) => None,
@@ -522,7 +522,7 @@ impl<D: Db> Core<D> {
         }
         let resp = self
             .db
-            .read(stmts, level)
+            .read(stmts, level, timeout)
             .await
             .map_err(|e| errors::request(&e))?;
         let mut results = resp.results.into_iter();

@@ -408,7 +408,7 @@ fn text_columns(names: &[&str]) -> Vec<Column> {
 
 async fn read<D: Db>(db: &D, level: ReadLevel, stmt: Statement) -> Result<Vec<Vec<Value>>, Fail> {
     let resp = db
-        .read(vec![stmt], level)
+        .read(vec![stmt], level, None)
         .await
         .map_err(|e| errors::request(&e))?;
     match resp.results.into_iter().next() {

@@ -66,9 +66,13 @@
 //! - **Authentication**: trust (default), or one password for every user,
 //!   cleartext or MD5 ([`Auth`]). No TLS: an SSL request is answered "no",
 //!   so `sslmode=prefer` (the default) connects in clear text.
-//! - **Bad input**: garbage bytes, an unsupported protocol version, or an
-//!   unknown message type get a `FATAL` `ErrorResponse` and the connection is
-//!   closed; every connection is its own task, so others keep working.
+//! - **Bad input**: garbage bytes, an unsupported protocol version, an
+//!   unknown message type, or a message whose fields do not fit its length
+//!   get a `FATAL` `ErrorResponse` (`08P01`) and the connection is closed;
+//!   every frame is checked before it is decoded (see `frames`), and every
+//!   connection is its own task, so others keep working. Query, Parse, Bind
+//!   and CopyData messages are limited to [`MESSAGE_BYTES_MAX`], the others
+//!   to 10,000 bytes.
 //!
 //! # What is not supported
 //!
@@ -86,23 +90,29 @@ mod backend;
 mod catalog;
 mod describe;
 mod errors;
+mod frames;
 mod session;
 mod sqltext;
 mod types;
 
 pub use auth::Auth;
+pub use frames::MESSAGE_BYTES_MAX;
 
 use backend::{Core, Handler};
 use futures::{SinkExt, StreamExt};
 use paxsql_types::{ReadLevel, RequestError, Response, Statement};
-use pgwire::api::{ClientInfo, NoopHandler, PgWireConnectionState, PgWireServerHandlers};
-use pgwire::messages::PgWireBackendMessage;
-use pgwire::tokio::server::{negotiate_tls, process_error, process_message};
+use pgwire::api::{
+    ClientInfo, DefaultClient, NoopHandler, PgWireConnectionState, PgWireServerHandlers,
+};
+use pgwire::messages::response::{GssEncResponse, SslResponse};
+use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage, SslNegotiationMetaMessage};
+use pgwire::tokio::server::{process_error, process_message, PgWireMessageServerCodec};
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
+use tokio_util::codec::Framed;
 
 /// The database as this crate needs it: writes through the log, reads at a
 /// level. Implemented for [`paxsql_node::NodeHandle`].
@@ -114,11 +124,13 @@ pub trait Db: Send + Sync + 'static {
         transaction: bool,
     ) -> impl Future<Output = Result<Response, RequestError>> + Send;
 
-    /// Runs read-only statements at a level.
+    /// Runs read-only statements at a level, within `timeout` (the node's
+    /// default when `None`).
     fn read(
         &self,
         stmts: Vec<Statement>,
         level: ReadLevel,
+        timeout: Option<Duration>,
     ) -> impl Future<Output = Result<Response, RequestError>> + Send;
 }
 
@@ -135,8 +147,9 @@ impl Db for paxsql_node::NodeHandle {
         &self,
         stmts: Vec<Statement>,
         level: ReadLevel,
+        timeout: Option<Duration>,
     ) -> impl Future<Output = Result<Response, RequestError>> + Send {
-        paxsql_node::NodeHandle::read(self, stmts, level)
+        paxsql_node::NodeHandle::read(self, stmts, level, timeout)
     }
 }
 
@@ -260,46 +273,24 @@ async fn refuse(socket: TcpStream, max: usize) {
     }
 }
 
-/// One connection: pgwire's message loop, except that a message that cannot
-/// be decoded (garbage, an unknown protocol version or message type) gets a
-/// `FATAL` error before the connection closes, instead of a silent close.
+/// One connection: pgwire's message loop over a [`frames::Checked`] socket,
+/// except that a message that cannot be decoded (garbage, an unknown
+/// protocol version or message type, a malformed frame) gets a `FATAL`
+/// error before the connection closes, instead of a silent close or a
+/// panic. SSL and GSSAPI encryption requests are answered "no" here (pgwire's
+/// `negotiate_tls` wants the bare `TcpStream`).
 async fn connection<D: Db>(
     socket: TcpStream,
     handlers: Arc<Handlers<D>>,
     startup_timeout: Duration,
 ) -> std::io::Result<()> {
     let startup_deadline = tokio::time::Instant::now() + startup_timeout;
-    let mut socket = socket;
-    match tokio::time::timeout_at(startup_deadline, unsupported_version(&socket)).await {
-        Ok(Some((info, len))) => {
-            use tokio::io::{AsyncReadExt, AsyncWriteExt};
-            // Read the packet first: closing with unread bytes resets the
-            // connection, and the client might not see the error.
-            let mut packet = vec![0u8; len];
-            let read = tokio::time::timeout_at(startup_deadline, socket.read_exact(&mut packet));
-            if !matches!(read.await, Ok(Ok(_))) {
-                return Ok(());
-            }
-            let mut buf = bytes::BytesMut::new();
-            if PgWireBackendMessage::ErrorResponse((*info).into())
-                .encode(&mut buf)
-                .is_ok()
-            {
-                socket.write_all(&buf).await?;
-            }
-            return Ok(());
-        }
-        Ok(None) => {}
-        Err(_) => return Ok(()),
-    }
-    let Ok(negotiated) =
-        tokio::time::timeout_at(startup_deadline, negotiate_tls(socket, None)).await
-    else {
-        return Ok(());
-    };
-    let Some(mut socket) = negotiated? else {
-        return Ok(());
-    };
+    socket.set_nodelay(true)?;
+    let client = DefaultClient::new(socket.peer_addr()?, false);
+    let mut socket = Framed::new(
+        frames::Checked::new(socket),
+        PgWireMessageServerCodec::new(client),
+    );
     let startup = handlers.startup_handler();
     let simple = handlers.simple_query_handler();
     let extended = handlers.extended_query_handler();
@@ -308,7 +299,8 @@ async fn connection<D: Db>(
     loop {
         let in_startup = matches!(
             socket.state(),
-            PgWireConnectionState::AwaitingStartup
+            PgWireConnectionState::AwaitingSslRequest
+                | PgWireConnectionState::AwaitingStartup
                 | PgWireConnectionState::AuthenticationInProgress
         );
         let next = if in_startup {
@@ -327,16 +319,30 @@ async fn connection<D: Db>(
                 socket
                     .send(PgWireBackendMessage::ErrorResponse((*info).into()))
                     .await?;
+                drain(socket.get_mut().get_mut()).await;
                 return Ok(());
             }
         };
-        if matches!(msg, pgwire::messages::PgWireFrontendMessage::Terminate(_)) {
-            return Ok(());
-        }
-        let is_cancel = matches!(
-            msg,
-            pgwire::messages::PgWireFrontendMessage::CancelRequest(_)
-        );
+        let msg = match msg {
+            PgWireFrontendMessage::Terminate(_) => return Ok(()),
+            PgWireFrontendMessage::SslNegotiation(SslNegotiationMetaMessage::PostgresSsl(_)) => {
+                let refuse = PgWireBackendMessage::SslResponse(SslResponse::Refuse);
+                socket.send(refuse).await?;
+                continue;
+            }
+            PgWireFrontendMessage::SslNegotiation(SslNegotiationMetaMessage::PostgresGss(_)) => {
+                let refuse = PgWireBackendMessage::GssEncResponse(GssEncResponse::Refuse);
+                socket.send(refuse).await?;
+                continue;
+            }
+            PgWireFrontendMessage::SslNegotiation(SslNegotiationMetaMessage::None) => {
+                // Not a request: the startup packet, read again in this state.
+                socket.set_state(PgWireConnectionState::AwaitingStartup);
+                continue;
+            }
+            msg => msg,
+        };
+        let is_cancel = matches!(msg, PgWireFrontendMessage::CancelRequest(_));
         let extended_msg = msg.is_extended_query();
         if let Err(e) = process_message(
             msg,
@@ -361,34 +367,24 @@ async fn connection<D: Db>(
     }
 }
 
-/// Looks at the first packet without consuming it: a startup packet for a
-/// protocol other than 3.x gets PostgreSQL's own refusal (pgwire would only
-/// drop the connection).
-async fn unsupported_version(socket: &TcpStream) -> Option<(errors::Fail, usize)> {
-    let mut head = [0u8; 8];
-    loop {
-        let n = socket.peek(&mut head).await.ok()?;
-        if n == 0 {
-            return None;
+/// Closes after a refusal without losing the error: closing a socket with
+/// unread bytes makes the kernel reset the connection, and some clients'
+/// systems then drop the error unread. So stop sending, then read and drop
+/// what the client still sends, for a bounded time and amount.
+async fn drain(socket: &mut TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const DRAIN_BYTES_MAX: usize = 256 * 1024;
+    const DRAIN_TIME: Duration = Duration::from_millis(500);
+    let deadline = tokio::time::Instant::now() + DRAIN_TIME;
+    let _ = socket.shutdown().await;
+    let mut buf = [0u8; 8 * 1024];
+    let mut drained = 0;
+    while drained < DRAIN_BYTES_MAX {
+        match tokio::time::timeout_at(deadline, socket.read(&mut buf)).await {
+            Ok(Ok(n @ 1..)) => drained += n,
+            _ => return,
         }
-        if n >= head.len() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]);
-    let major = u16::from_be_bytes([head[4], head[5]]);
-    let minor = u16::from_be_bytes([head[6], head[7]]);
-    // 1234.x are the SSL, GSSAPI and cancel requests.
-    if !(8..=10_000).contains(&len) || major == 3 || major == 1234 || major >= 100 {
-        return None;
-    }
-    let mut info = errors::error(
-        "0A000",
-        format!("unsupported frontend protocol {major}.{minor}: server supports 3.0 to 3.2"),
-    );
-    info.severity = "FATAL".into();
-    Some((info, len as usize))
 }
 
 /// The error for bytes that are not a PostgreSQL message.
@@ -398,7 +394,10 @@ fn undecodable(e: &pgwire::error::PgWireError, in_startup: bool) -> errors::Fail
     } else {
         "invalid frontend message"
     };
-    let mut info = errors::error("08P01", format!("{what}: {e}"));
+    let mut info = match frames::FrameError::of(e) {
+        Some(refused) => errors::error(refused.code, refused.to_string()),
+        None => errors::error("08P01", format!("{what}: {e}")),
+    };
     info.severity = "FATAL".into();
     info
 }

@@ -47,6 +47,9 @@ pub(crate) enum Tx {
 pub(crate) struct Session {
     /// The level reads run at.
     pub level: ReadLevel,
+    /// How long a read may run (`statement_timeout`); `None` (0): the
+    /// node's default read timeout, as paxsql never runs a read unbounded.
+    pub read_timeout: Option<std::time::Duration>,
     /// Run-time parameters by lower-cased name: (name as first written, value).
     settings: BTreeMap<String, (String, String)>,
     pub tx: Tx,
@@ -65,6 +68,7 @@ impl Session {
     ) -> Result<Session, Fail> {
         let mut s = Session {
             level: ReadLevel::Linearizable,
+            read_timeout: None,
             settings: BTreeMap::new(),
             tx: Tx::Idle,
         };
@@ -134,6 +138,19 @@ impl Session {
                 })?;
                 self.level = level;
                 level.as_str().to_owned()
+            }
+            "statement_timeout" => {
+                let ms = parse_timeout_ms(value).ok_or_else(|| {
+                    error(
+                        "22023",
+                        format!(
+                            "invalid value for parameter \"statement_timeout\": \"{value}\" \
+                             (milliseconds, or a number with ms, s, min, h or d)"
+                        ),
+                    )
+                })?;
+                self.read_timeout = (ms > 0).then(|| std::time::Duration::from_millis(ms));
+                ms.to_string()
             }
             "client_encoding" => {
                 let v = value.to_ascii_uppercase().replace('-', "");
@@ -239,6 +256,24 @@ fn defaults() -> &'static [(&'static str, &'static str)] {
         ("idle_in_transaction_session_timeout", "0"),
         ("bytea_output", "hex"),
     ]
+}
+
+/// A PostgreSQL time setting in milliseconds: `1500`, `'1500ms'`, `2s`,
+/// `1min`, `1h`, `1d`.
+fn parse_timeout_ms(value: &str) -> Option<u64> {
+    let v = value.trim().trim_matches('\'').trim().to_ascii_lowercase();
+    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    let (number, unit) = v.split_at(split);
+    let n: u64 = number.parse().ok()?;
+    let per = match unit.trim() {
+        "" | "ms" => 1,
+        "s" => 1000,
+        "min" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return None,
+    };
+    n.checked_mul(per)
 }
 
 /// `-c name=value` and `--name=value` from the startup `options`.

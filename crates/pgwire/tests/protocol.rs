@@ -73,6 +73,7 @@ impl Db for OneEngine {
         &self,
         stmts: Vec<Statement>,
         _level: ReadLevel,
+        _timeout: Option<std::time::Duration>,
     ) -> impl Future<Output = Result<Response, RequestError>> + Send {
         let mut guard = self.engine.lock().unwrap();
         let (engine, _) = &mut *guard;

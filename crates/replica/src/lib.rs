@@ -268,6 +268,15 @@ pub enum Output {
         /// The message.
         msg: PeerMsg,
     },
+    /// Run a read now, off the replica's thread (on a reader connection
+    /// of the engine), and answer it: the replica has applied what the
+    /// read's level needs, and any state from now on is fresh enough.
+    Read {
+        /// Whom the answer goes to.
+        to: ReadFor,
+        /// The statements.
+        stmts: Vec<Statement>,
+    },
     /// Answer a waiting client.
     Reply {
         /// Who.
@@ -280,6 +289,21 @@ pub enum Output {
     /// [`Replica::start_config`] with an empty log for it (also when this
     /// node is not a member any more: the replica then refuses requests).
     Reconfigured(Membership),
+}
+
+/// Whom a read's answer goes to (see [`Output::Read`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadFor {
+    /// A client waiting on this node.
+    Client(ClientToken),
+    /// A peer that sent a [`PeerMsg::LeaderRead`]: the answer goes back as
+    /// a [`PeerMsg::LeaderReadReply`] with this id.
+    Peer {
+        /// The asking node.
+        node: NodeId,
+        /// Its id for the read.
+        id: u64,
+    },
 }
 
 /// A group configuration: who the members are and where its log starts.
@@ -367,6 +391,9 @@ pub struct ReplicaStatus {
     pub base: LogIndex,
     /// This node is not a member any more.
     pub removed: bool,
+    /// The work one replicated statement may do (see
+    /// [`paxsql_sql::settings`]), if the engine counts work.
+    pub statement_budget: Option<u64>,
 }
 
 struct PendingWrite {
@@ -636,15 +663,15 @@ impl<E: SqlEngine, S: LogStorage> Replica<E, S> {
             }
             PeerMsg::Forward(proposals) => self.on_forward(from, proposals),
             PeerMsg::LeaderRead { id, stmts } => {
-                let result = if self.believed_leader() == Some(self.cfg.node) {
-                    Ok(self.read_now(&stmts))
+                if self.believed_leader() == Some(self.cfg.node) {
+                    self.read(ReadFor::Peer { node: from, id }, stmts);
                 } else {
-                    Err(RequestError::Unavailable(format!(
+                    let result = Err(RequestError::Unavailable(format!(
                         "node {} is no longer the leader; retry",
                         self.cfg.node
-                    )))
-                };
-                self.send(from, PeerMsg::LeaderReadReply { id, result });
+                    )));
+                    self.send(from, PeerMsg::LeaderReadReply { id, result });
+                }
             }
             PeerMsg::LeaderReadReply { id, result } => {
                 if let Some((token, _)) = self.leader_reads.remove(&id) {
@@ -803,6 +830,7 @@ impl<E: SqlEngine, S: LogStorage> Replica<E, S> {
             members: self.cfg.nodes.clone(),
             base: LogIndex(self.cfg.base),
             removed: self.removed,
+            statement_budget: self.engine.statement_budget(),
         }
     }
 
@@ -964,15 +992,9 @@ impl<E: SqlEngine, S: LogStorage> Replica<E, S> {
     fn submit_read(&mut self, token: ClientToken, stmts: Vec<Statement>, level: ReadLevel) {
         let deadline = self.now + self.cfg.request_timeout_ticks;
         match level {
-            ReadLevel::Local => {
-                let r = self.read_now(&stmts);
-                self.reply(token, Ok(r));
-            }
+            ReadLevel::Local => self.read(ReadFor::Client(token), stmts),
             ReadLevel::Leader => match self.believed_leader() {
-                Some(l) if l == self.cfg.node => {
-                    let r = self.read_now(&stmts);
-                    self.reply(token, Ok(r));
-                }
+                Some(l) if l == self.cfg.node => self.read(ReadFor::Client(token), stmts),
                 Some(l) => {
                     let id = self.next_leader_read;
                     self.next_leader_read += 1;
@@ -987,8 +1009,7 @@ impl<E: SqlEngine, S: LogStorage> Replica<E, S> {
                 ),
             },
             ReadLevel::Linearizable if self.cfg.broken == Some(Broken::ReadsWithoutBarrier) => {
-                let r = self.read_now(&stmts);
-                self.reply(token, Ok(r));
+                self.read(ReadFor::Client(token), stmts)
             }
             ReadLevel::Linearizable => self.reads_unbarriered.push(PendingRead {
                 token,
@@ -1023,11 +1044,24 @@ impl<E: SqlEngine, S: LogStorage> Replica<E, S> {
         }
     }
 
+    /// Hands a read whose level is satisfied to the owner, who runs it.
+    fn read(&mut self, to: ReadFor, stmts: Vec<Statement>) {
+        self.outputs.push(Output::Read { to, stmts });
+    }
+
     fn read_now(&mut self, stmts: &[Statement]) -> Response {
         Response {
             results: self.engine.query(stmts),
             index: self.engine.applied_index(),
         }
+    }
+
+    /// Runs an [`Output::Read`] on the engine, on the replica's own thread,
+    /// and returns the answer to deliver: for owners without reader
+    /// connections (the simulator, tests). Production runs reads on
+    /// readers instead.
+    pub fn answer_read(&mut self, to: ReadFor, stmts: &[Statement]) -> Output {
+        read_answer(to, Ok(self.read_now(stmts)))
     }
 
     /// Step 1a: reads that arrived since the last barrier get a new one,
@@ -1162,11 +1196,13 @@ impl<E: SqlEngine, S: LogStorage> Replica<E, S> {
                     let done = std::mem::replace(&mut self.barriers, later);
                     for (_, barrier) in done {
                         for read in barrier.reads {
-                            let r = match &read.backup {
-                                Some(dest) => self.backup_now(dest),
-                                None => Ok(self.read_now(&read.stmts)),
-                            };
-                            self.reply(read.token, r);
+                            match &read.backup {
+                                Some(dest) => {
+                                    let r = self.backup_now(dest);
+                                    self.reply(read.token, r);
+                                }
+                                None => self.read(ReadFor::Client(read.token), read.stmts),
+                            }
                         }
                     }
                 }
@@ -1319,6 +1355,18 @@ fn make_deterministic(
             }
         })
         .collect()
+}
+
+/// The answer to deliver for a read that ran: a reply to a client of this
+/// node, or a message back to the peer that asked for a leader read.
+pub fn read_answer(to: ReadFor, result: Result<Response, RequestError>) -> Output {
+    match to {
+        ReadFor::Client(token) => Output::Reply { token, result },
+        ReadFor::Peer { node, id } => Output::Send {
+            to: node,
+            msg: PeerMsg::LeaderReadReply { id, result },
+        },
+    }
 }
 
 /// Whether every statement only reads (then `/db/request` may serve it as a read).

@@ -79,9 +79,13 @@ impl Net {
         for id in ids {
             let r = self.replicas.get_mut(&id).unwrap();
             r.tick();
-            let outputs = r.poll().unwrap();
-            for out in outputs {
+            let mut outputs: std::collections::VecDeque<Output> = r.poll().unwrap().into();
+            while let Some(out) = outputs.pop_front() {
                 match out {
+                    Output::Read { to, stmts } => {
+                        let r = self.replicas.get_mut(&id).unwrap();
+                        outputs.push_front(r.answer_read(to, &stmts));
+                    }
                     Output::Send { to, msg } => {
                         let cut = self.isolated.contains(&id) || self.isolated.contains(&to.0);
                         let lost = self.drop_forwards && matches!(msg, PeerMsg::Forward(_));

@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response as HttpResponse};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use paxsql_http::{Db, Limits, WriteOptions};
+use paxsql_http::{Db, Limits, ReadOptions, WriteOptions};
 use paxsql_node::NodeHandle;
 use paxsql_types::{ReadLevel, RequestError, Response, Statement};
 use std::time::Instant;
@@ -28,19 +28,25 @@ impl Db for Backend {
     async fn query(
         &self,
         stmts: Vec<Statement>,
-        level: ReadLevel,
+        read: ReadOptions,
     ) -> Result<Response, RequestError> {
-        self.0.read(stmts, level).await
+        self.0.read(stmts, read.level, read.timeout).await
     }
 
     async fn request(
         &self,
         stmts: Vec<Statement>,
         opts: WriteOptions,
-        level: ReadLevel,
+        read: ReadOptions,
     ) -> Result<Response, RequestError> {
         self.0
-            .request(stmts, opts.transaction, opts.request_id, level)
+            .request(
+                stmts,
+                opts.transaction,
+                opts.request_id,
+                read.level,
+                read.timeout,
+            )
             .await
     }
 

@@ -69,6 +69,30 @@ pub struct NodeArgs {
     #[arg(long, value_name = "BYTES")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub snapshot_bytes: Option<u64>,
+    /// Reader threads per group, each with its own read-only connection
+    /// (default 4): reads run there, never on the thread that applies the log.
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub readers: Option<usize>,
+    /// Reads admitted on this node at once, running or queued (default 256);
+    /// more are answered 503 with Retry-After.
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reads_max: Option<usize>,
+    /// How long a read may take when the client names no limit (default 5s;
+    /// `?timeout=` on HTTP, `statement_timeout` on pg-wire).
+    #[arg(long, value_name = "DURATION")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub read_timeout: Option<String>,
+    /// Rows one read statement may return (default 1000000).
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub result_rows_max: Option<usize>,
+    /// Bytes one read statement may return, and the largest single value a
+    /// read may build (default 67108864 = 64 MiB).
+    #[arg(long, value_name = "BYTES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub result_bytes_max: Option<usize>,
     /// Join a running cluster through any member's HTTP address: the node
     /// is added as a member and receives the data by snapshot. --peers then
     /// only needs this node's own address. Ignored once the node has joined.
@@ -96,6 +120,17 @@ pub struct NodeSettings {
     pub fault_injection: bool,
     pub snapshot_entries: u64,
     pub snapshot_bytes: u64,
+    /// Reader threads per group.
+    pub readers: usize,
+    /// Reads admitted at once.
+    pub reads_max: usize,
+    /// The default time limit of a read.
+    #[serde(with = "humantime_serde_secs")]
+    pub read_timeout: std::time::Duration,
+    /// What one read statement may return.
+    pub result_rows_max: usize,
+    /// ... in bytes.
+    pub result_bytes_max: usize,
     /// A member's HTTP address to join through.
     pub join: Option<String>,
     /// The PostgreSQL listener's address; `None` when off.
@@ -166,6 +201,22 @@ impl NodeArgs {
         if snapshot_entries == 0 {
             bail!("--snapshot-entries must be 1 or more");
         }
+        let read_timeout = match self.read_timeout.as_deref() {
+            None => std::time::Duration::from_secs(5),
+            Some(raw) => humantime::parse_duration(raw)
+                .with_context(|| format!("--read-timeout {raw:?}: use e.g. 500ms, 5s, 1m"))?,
+        };
+        if read_timeout.is_zero() {
+            bail!("--read-timeout must be more than 0");
+        }
+        let positive = |v: Option<usize>, default: usize, flag: &str| match v {
+            Some(0) => bail!("{flag} must be 1 or more"),
+            v => Ok(v.unwrap_or(default)),
+        };
+        let readers = positive(self.readers, 4, "--readers")?;
+        let reads_max = positive(self.reads_max, 256, "--reads-max")?;
+        let result_rows_max = positive(self.result_rows_max, 1_000_000, "--result-rows-max")?;
+        let result_bytes_max = positive(self.result_bytes_max, 64 << 20, "--result-bytes-max")?;
         let http = self.http.unwrap_or_else(|| "127.0.0.1:4001".into());
         let (pg, pg_derived) = match self.pg.as_deref() {
             Some("off") => (None, false),
@@ -194,10 +245,25 @@ impl NodeArgs {
             fault_injection: self.fault_injection.unwrap_or(false),
             snapshot_entries,
             snapshot_bytes: self.snapshot_bytes.unwrap_or(64 << 20),
+            readers,
+            reads_max,
+            read_timeout,
+            result_rows_max,
+            result_bytes_max,
             join: self.join,
             engine,
             postgres_url: self.postgres_url,
         })
+    }
+}
+
+/// Durations shown by `--check` as humantime text (`5s`).
+mod humantime_serde_secs {
+    pub fn serialize<S: serde::Serializer>(
+        d: &std::time::Duration,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
     }
 }
 

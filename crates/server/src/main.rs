@@ -88,6 +88,13 @@ fn run_node(args: config::NodeArgs) -> anyhow::Result<()> {
         cfg.engine = settings.engine_choice();
         cfg.snapshot_entries = settings.snapshot_entries;
         cfg.snapshot_bytes = settings.snapshot_bytes;
+        cfg.readers = settings.readers;
+        cfg.reads_max = settings.reads_max;
+        cfg.read_timeout = settings.read_timeout;
+        cfg.read_limits = paxsql_node::ReadLimits {
+            rows_max: settings.result_rows_max,
+            bytes_max: settings.result_bytes_max,
+        };
         if let Some(member) = &settings.join {
             join_cluster(member, &settings).await?;
         }

@@ -322,8 +322,15 @@ impl Sim {
                 return;
             }
         };
-        for out in outputs {
+        let mut outputs: std::collections::VecDeque<Output> = outputs.into();
+        while let Some(out) = outputs.pop_front() {
             match out {
+                // Reads run at once, on the replica's thread: the same state
+                // a reader connection would see at this instant.
+                Output::Read { to, stmts } => {
+                    let answer = self.replica(id).answer_read(to, &stmts);
+                    outputs.push_front(answer);
+                }
                 Output::Send { to, msg } => {
                     let d = if self.trace.messages() {
                         describe(&msg)

@@ -19,12 +19,14 @@ pub mod pg_determinism;
 mod pg_lex;
 mod pg_values;
 mod postgres;
+pub mod settings;
 mod sqlite;
 mod vfs;
 
 pub use image::image_to_statements;
 pub use postgres::{database_name, PostgresEngine, PostgresOptions};
-pub use sqlite::{SqliteEngine, SqliteOptions};
+pub use settings::Setting;
+pub use sqlite::{SqliteEngine, SqliteOptions, SqliteReader};
 
 use paxsql_types::{BarrierId, Entry, LogIndex, RequestId, Statement, StmtResult};
 
@@ -85,6 +87,12 @@ pub enum Dialect {
 impl Dialect {
     /// Whether a statement only reads (see [`determinism::classify`]).
     pub fn classify(self, sql: &str) -> determinism::Kind {
+        if let Some(setting) = Setting::parse(sql) {
+            return match setting.is_write() {
+                true => determinism::Kind::Write,
+                false => determinism::Kind::Read,
+            };
+        }
         match self {
             Dialect::Sqlite => determinism::classify(sql),
             Dialect::Postgres => pg_determinism::classify(sql),
@@ -93,6 +101,12 @@ impl Dialect {
 
     /// Why a statement may not be sent as one replicated statement, if so.
     pub fn forbidden(self, sql: &str) -> Option<String> {
+        if let Some(Setting::SetStatementBudget(Err(e))) = Setting::parse(sql) {
+            return Some(e.to_string());
+        }
+        if Setting::parse(sql).is_some() {
+            return None;
+        }
         match self {
             Dialect::Sqlite => determinism::forbidden(sql),
             Dialect::Postgres => pg_determinism::forbidden(sql),
@@ -114,11 +128,48 @@ impl Dialect {
         sql: &'s str,
         env: &mut determinism::Env<'_>,
     ) -> Result<std::borrow::Cow<'s, str>, String> {
+        if Setting::parse(sql).is_some() {
+            return Ok(std::borrow::Cow::Borrowed(sql));
+        }
         match self {
             Dialect::Sqlite => determinism::make_deterministic(sql, env).map_err(|e| e.to_string()),
             Dialect::Postgres => pg_determinism::make_deterministic(sql, env),
         }
     }
+}
+
+/// What one read may return at most.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReadLimits {
+    /// Rows of one statement.
+    pub rows_max: usize,
+    /// Bytes of one statement's result (text and blob lengths, 8 per
+    /// number); also the largest single value a read may build.
+    pub bytes_max: usize,
+}
+
+impl Default for ReadLimits {
+    fn default() -> Self {
+        ReadLimits {
+            rows_max: 1_000_000,
+            bytes_max: 64 << 20,
+        }
+    }
+}
+
+/// A connection to a replica's database that serves reads on a thread of
+/// its own, beside the thread that applies the log.
+pub trait SqlReader: Send {
+    /// Runs read-only statements against one consistent state (the last
+    /// commit when the read began) and returns the applied index of that
+    /// state. A statement still running after `timeout` is interrupted and
+    /// fails with a read-timeout error; an `Err` means the connection
+    /// failed.
+    fn query(
+        &mut self,
+        stmts: &[Statement],
+        timeout: std::time::Duration,
+    ) -> Result<(LogIndex, Vec<StmtResult>), EngineError>;
 }
 
 /// A replica's SQL database.
@@ -135,8 +186,21 @@ pub trait SqlEngine {
     fn apply(&mut self, index: LogIndex, entry: &Entry) -> Result<Vec<Applied>, EngineError>;
 
     /// Runs read-only statements against the current state. A statement
-    /// that would write fails in its own result.
+    /// that would write fails in its own result. Runs on the applying
+    /// thread: production serves reads through [`Self::reader`] instead.
     fn query(&mut self, stmts: &[Statement]) -> Vec<StmtResult>;
+
+    /// Opens another connection for reads, to be used on another thread.
+    fn reader(&self, limits: ReadLimits) -> Result<Box<dyn SqlReader>, EngineError> {
+        let _ = limits;
+        Err(EngineError::Unsupported("readers".into()))
+    }
+
+    /// The statement budget in force (see [`settings`]), if the engine
+    /// counts work.
+    fn statement_budget(&self) -> Option<u64> {
+        None
+    }
 
     /// The first answer of a completed request, if it is still remembered.
     fn completed(&mut self, id: &RequestId) -> Result<Option<Vec<StmtResult>>, EngineError>;
@@ -187,6 +251,12 @@ impl SqlEngine for Box<dyn SqlEngine + Send> {
     }
     fn query(&mut self, stmts: &[Statement]) -> Vec<StmtResult> {
         (**self).query(stmts)
+    }
+    fn reader(&self, limits: ReadLimits) -> Result<Box<dyn SqlReader>, EngineError> {
+        (**self).reader(limits)
+    }
+    fn statement_budget(&self) -> Option<u64> {
+        (**self).statement_budget()
     }
     fn completed(&mut self, id: &RequestId) -> Result<Option<Vec<StmtResult>>, EngineError> {
         (**self).completed(id)

@@ -208,6 +208,11 @@ impl Cluster {
         &self.nodes[(id - 1) as usize]
     }
 
+    /// Node `id`'s process id.
+    pub fn pid(&self, id: u64) -> u32 {
+        self.node(id).child.as_ref().expect("node running").id()
+    }
+
     /// Node `id`'s PostgreSQL port.
     pub fn pg_port(&self, id: u64) -> u16 {
         let pg = &self.node(id).pg;

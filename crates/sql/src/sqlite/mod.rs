@@ -11,17 +11,22 @@
 //! statements any access to them, and denies transaction control, ATTACH and
 //! DETACH, which would break the one-transaction-per-entry rule.
 
-use crate::{vfs, Applied, EngineError, SqlEngine};
-use paxsql_types::{
-    ApplyEnv, Entry, LogIndex, Params, Proposal, RequestId, Statement, StmtResult, Value,
-    WriteRequest,
-};
-use rusqlite::functions::FunctionFlags;
-use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
+mod hooks;
+mod reader;
+mod statement;
+
+pub use reader::SqliteReader;
+
+use crate::settings::{self, Setting};
+use crate::{vfs, Applied, EngineError, ReadLimits, SqlEngine, SqlReader};
+use hooks::{install_authorizer, install_random, seed, Meter, Tripped, Work};
+use paxsql_types::{Entry, LogIndex, Proposal, RequestId, Statement, StmtResult, WriteRequest};
 use rusqlite::types::ValueRef;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use statement::{Guarded, ResultBound};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::Arc;
 
 /// Tuning of the SQLite engine.
@@ -44,6 +49,11 @@ impl Default for SqliteOptions {
     }
 }
 
+/// Bytes one statement applied from the log may return (`RETURNING`, or a
+/// `SELECT` sent as a write) at most. A constant, not a flag: every replica
+/// must stop the same statement at the same point.
+pub const APPLY_RESULT_BYTES_MAX: usize = 64 << 20;
+
 /// A replica's SQLite database.
 pub struct SqliteEngine {
     path: PathBuf,
@@ -54,6 +64,13 @@ pub struct SqliteEngine {
     rng: Arc<AtomicU64>,
     /// True while a user statement is being prepared: the authorizer applies.
     guard_user_sql: Arc<AtomicBool>,
+    /// Counts the VM steps of the statement being applied.
+    meter: Meter,
+    /// The meter of the `read` connection.
+    read_meter: Meter,
+    // Invariant: equals the budget stored in `_paxsql_meta` (or the
+    // default), except inside an entry that changes it.
+    budget: u64,
     // Invariant: equals the applied index stored in `_paxsql_meta`.
     applied: LogIndex,
 }
@@ -85,36 +102,65 @@ fn storage(e: rusqlite::Error) -> EngineError {
     EngineError::Storage(e.to_string())
 }
 
+/// Opens a connection to the replica's file through paxsql's VFS.
+fn open_connection(path: &Path, flags: OpenFlags) -> Result<Connection, EngineError> {
+    vfs::register();
+    Connection::open_with_flags_and_vfs(path, flags, vfs::NAME).map_err(storage)
+}
+
+/// The statement budget recorded in the database (the default if none).
+fn read_budget(conn: &Connection) -> Result<u64, EngineError> {
+    let stored: Option<i64> = conn
+        .prepare_cached("SELECT value FROM _paxsql_meta WHERE key = ?1")
+        .and_then(|mut s| {
+            s.query_row([settings::STATEMENT_BUDGET_KEY], |r| r.get(0))
+                .optional()
+        })
+        .map_err(storage)?;
+    Ok(stored.map_or(settings::STATEMENT_BUDGET_DEFAULT, |v| v as u64))
+}
+
+/// What applying an entry once came to.
+enum Attempt {
+    /// Applied; the transaction is still open.
+    Done(Vec<Applied>),
+    /// A statement ran out of budget and SQLite rolled the whole entry's
+    /// transaction back with it (it does so for an interrupted write): the
+    /// entry runs again, with that statement failing at once.
+    Again,
+}
+
+/// A statement of an entry: (proposal, statement) positions.
+type StmtAt = (usize, usize);
+
 impl SqliteEngine {
     /// Opens (creating if missing) the database file at `path`.
     pub fn open(path: &Path, options: SqliteOptions) -> Result<Self, EngineError> {
-        vfs::register();
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX
             | OpenFlags::SQLITE_OPEN_URI;
-        let mut write =
-            Connection::open_with_flags_and_vfs(path, flags, vfs::NAME).map_err(storage)?;
+        let mut write = open_connection(path, flags)?;
         write
             .execute_batch(
                 "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;",
             )
             .map_err(storage)?;
         write.execute_batch(SCHEMA).map_err(storage)?;
-        let mut read = Connection::open_with_flags_and_vfs(
+        let mut read = open_connection(
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-            vfs::NAME,
-        )
-        .map_err(storage)?;
+        )?;
         read.execute_batch("PRAGMA query_only=1; PRAGMA foreign_keys=ON;")
             .map_err(storage)?;
 
         let rng = Arc::new(AtomicU64::new(0));
         let guard_user_sql = Arc::new(AtomicBool::new(false));
-        for conn in [&mut write, &mut read] {
+        let (meter, read_meter) = (Meter::default(), Meter::default());
+        for (conn, m) in [(&mut write, &meter), (&mut read, &read_meter)] {
             install_random(conn, &rng).map_err(storage)?;
             install_authorizer(conn, &guard_user_sql).map_err(storage)?;
+            m.install(conn).map_err(storage)?;
         }
         let applied: i64 = write
             .query_row(
@@ -123,6 +169,7 @@ impl SqliteEngine {
                 |r| r.get(0),
             )
             .map_err(storage)?;
+        let budget = read_budget(&write)?;
         Ok(SqliteEngine {
             path: path.to_owned(),
             write,
@@ -130,6 +177,9 @@ impl SqliteEngine {
             options,
             rng,
             guard_user_sql,
+            meter,
+            read_meter,
+            budget,
             applied: LogIndex(applied as u64),
         })
     }
@@ -146,15 +196,46 @@ impl SqliteEngine {
         self.path.with_file_name(name)
     }
 
-    fn apply_write(&mut self, index: LogIndex, w: &WriteRequest) -> Result<Applied, EngineError> {
+    /// Applies an entry's proposals inside the open transaction. Statements
+    /// in `exhausted` ran out of budget in an earlier attempt: they fail at
+    /// once with the same error, without running.
+    fn apply_once(
+        &mut self,
+        index: LogIndex,
+        entry: &Entry,
+        exhausted: &mut BTreeSet<StmtAt>,
+    ) -> Result<Attempt, EngineError> {
+        let mut out = Vec::with_capacity(entry.proposals.len());
+        for (at, p) in entry.proposals.iter().enumerate() {
+            match p {
+                Proposal::Write(w) => match self.apply_write(index, at, w, exhausted)? {
+                    Some(applied) => out.push(applied),
+                    None => return Ok(Attempt::Again),
+                },
+                Proposal::Barrier(b) => out.push(Applied::Barrier(*b)),
+            }
+        }
+        Ok(Attempt::Done(out))
+    }
+
+    /// `None` when SQLite rolled the entry's transaction back.
+    fn apply_write(
+        &mut self,
+        index: LogIndex,
+        at: usize,
+        w: &WriteRequest,
+        exhausted: &mut BTreeSet<StmtAt>,
+    ) -> Result<Option<Applied>, EngineError> {
         if let Some(results) = self.completed(&w.id)? {
-            return Ok(Applied::Write {
+            return Ok(Some(Applied::Write {
                 id: w.id.clone(),
                 results,
                 duplicate: true,
-            });
+            }));
         }
-        let results = self.run_write(w)?;
+        let Some(results) = self.run_write(at, w, exhausted)? else {
+            return Ok(None);
+        };
         let encoded = serde_json::to_string(&results)
             .map_err(|e| EngineError::Inconsistent(format!("encoding results: {e}")))?;
         self.write
@@ -163,15 +244,21 @@ impl SqliteEngine {
             )
             .and_then(|mut s| s.execute(params![w.id.0, index.0 as i64, encoded]))
             .map_err(storage)?;
-        Ok(Applied::Write {
+        Ok(Some(Applied::Write {
             id: w.id.clone(),
             results,
             duplicate: false,
-        })
+        }))
     }
 
-    /// Runs a write's statements inside a savepoint of the entry's transaction.
-    fn run_write(&mut self, w: &WriteRequest) -> Result<Vec<StmtResult>, EngineError> {
+    /// Runs a write's statements inside a savepoint of the entry's
+    /// transaction; `None` when SQLite rolled that transaction back.
+    fn run_write(
+        &mut self,
+        at: usize,
+        w: &WriteRequest,
+        exhausted: &mut BTreeSet<StmtAt>,
+    ) -> Result<Option<Vec<StmtResult>>, EngineError> {
         seed(&self.rng, w.env);
         let _clock = vfs::pin_clock(w.env.unix_ms);
         // last_insert_rowid() lives in the connection, not the database: a
@@ -182,15 +269,31 @@ impl SqliteEngine {
         self.write
             .execute_batch("SAVEPOINT paxsql_request")
             .map_err(storage)?;
+        let bound = ResultBound {
+            rows_max: self.options.result_rows_max,
+            bytes_max: APPLY_RESULT_BYTES_MAX,
+        };
         let mut results = Vec::with_capacity(w.stmts.len());
         let mut failed = false;
-        for stmt in &w.stmts {
-            let result = run_statement(
-                &self.write,
-                &self.guard_user_sql,
-                stmt,
-                self.options.result_rows_max,
-            );
+        for (i, stmt) in w.stmts.iter().enumerate() {
+            let result = if exhausted.contains(&(at, i)) {
+                StmtResult::Error(settings::budget_exceeded(self.budget))
+            } else if let Some(setting) = Setting::parse(&stmt.sql) {
+                self.apply_setting(setting)?
+            } else {
+                let guarded = Guarded {
+                    conn: &self.write,
+                    guard: &self.guard_user_sql,
+                    meter: &self.meter,
+                };
+                let (result, tripped) = guarded.run(stmt, Work::Steps(self.budget), bound);
+                let failed_here = matches!(result, StmtResult::Error(_));
+                if failed_here && tripped == Some(Tripped::Budget) && self.write.is_autocommit() {
+                    exhausted.insert((at, i));
+                    return Ok(None);
+                }
+                result
+            };
             let is_error = matches!(result, StmtResult::Error(_));
             results.push(result);
             if is_error && w.transaction {
@@ -204,7 +307,42 @@ impl SqliteEngine {
             "RELEASE paxsql_request"
         };
         self.write.execute_batch(end).map_err(storage)?;
-        Ok(results)
+        if failed {
+            // A budget set by the rolled-back statements is undone too.
+            self.budget = read_budget(&self.write)?;
+        }
+        Ok(Some(results))
+    }
+
+    /// Applies a settings statement inside the entry's transaction.
+    fn apply_setting(&mut self, setting: Setting) -> Result<StmtResult, EngineError> {
+        match setting {
+            Setting::SetStatementBudget(Ok(budget)) => {
+                self.write
+                    .prepare_cached(
+                        "INSERT OR REPLACE INTO _paxsql_meta (key, value) VALUES (?1, ?2)",
+                    )
+                    .and_then(|mut s| {
+                        s.execute(params![settings::STATEMENT_BUDGET_KEY, budget as i64])
+                    })
+                    .map_err(storage)?;
+                self.budget = budget;
+                Ok(StmtResult::Exec {
+                    last_insert_id: 0,
+                    rows_affected: 0,
+                })
+            }
+            Setting::SetStatementBudget(Err(e)) => Ok(StmtResult::Error(e.to_string())),
+            Setting::ShowStatementBudget => Ok(self.show_budget()),
+        }
+    }
+
+    fn show_budget(&self) -> StmtResult {
+        StmtResult::Rows {
+            columns: vec!["statement_budget".into()],
+            types: vec!["integer".into()],
+            values: vec![vec![paxsql_types::Value::Integer(self.budget as i64)]],
+        }
     }
 
     fn prune_requests(&mut self, index: LogIndex) -> Result<(), EngineError> {
@@ -258,50 +396,74 @@ impl SqlEngine for SqliteEngine {
             index, self.applied,
             "entries are applied in log order, each once"
         );
-        self.write
-            .execute_batch("BEGIN IMMEDIATE")
-            .map_err(storage)?;
-        let mut out = Vec::with_capacity(entry.proposals.len());
-        let outcome = (|| {
-            for p in &entry.proposals {
-                match p {
-                    Proposal::Write(w) => out.push(self.apply_write(index, w)?),
-                    Proposal::Barrier(b) => out.push(Applied::Barrier(*b)),
-                }
-            }
-            let next = LogIndex(index.0 + 1);
+        // Each attempt costs at most the entry's work plus one budget, and
+        // marks one more statement as exhausted: the loop ends.
+        let mut exhausted = BTreeSet::new();
+        loop {
             self.write
-                .prepare_cached("UPDATE _paxsql_meta SET value = ?1 WHERE key = 'applied_index'")
-                .and_then(|mut s| s.execute(params![next.0 as i64]))
+                .execute_batch("BEGIN IMMEDIATE")
                 .map_err(storage)?;
-            self.prune_requests(next)?;
-            self.write.execute_batch("COMMIT").map_err(storage)?;
-            Ok(next)
-        })();
-        match outcome {
-            Ok(next) => {
-                self.applied = next;
-                Ok(out)
-            }
-            Err(e) => {
-                let _ = self.write.execute_batch("ROLLBACK");
-                Err(e)
+            let outcome = (|| {
+                let Attempt::Done(out) = self.apply_once(index, entry, &mut exhausted)? else {
+                    return Ok(None);
+                };
+                let next = LogIndex(index.0 + 1);
+                self.write
+                    .prepare_cached(
+                        "UPDATE _paxsql_meta SET value = ?1 WHERE key = 'applied_index'",
+                    )
+                    .and_then(|mut s| s.execute(params![next.0 as i64]))
+                    .map_err(storage)?;
+                self.prune_requests(next)?;
+                self.write.execute_batch("COMMIT").map_err(storage)?;
+                Ok(Some((next, out)))
+            })();
+            match outcome {
+                Ok(Some((next, out))) => {
+                    self.applied = next;
+                    return Ok(out);
+                }
+                Ok(None) => {
+                    tracing::debug!(%index, exhausted = exhausted.len(), "statement out of budget; applying the entry again");
+                    self.budget = read_budget(&self.write)?;
+                }
+                Err(e) => {
+                    let _ = self.write.execute_batch("ROLLBACK");
+                    self.budget = read_budget(&self.write)?;
+                    return Err(e);
+                }
             }
         }
     }
 
     fn query(&mut self, stmts: &[Statement]) -> Vec<StmtResult> {
+        let bound = ResultBound {
+            rows_max: self.options.result_rows_max,
+            bytes_max: APPLY_RESULT_BYTES_MAX,
+        };
+        let guarded = Guarded {
+            conn: &self.read,
+            guard: &self.guard_user_sql,
+            meter: &self.read_meter,
+        };
         stmts
             .iter()
-            .map(|s| {
-                run_statement(
-                    &self.read,
-                    &self.guard_user_sql,
-                    s,
-                    self.options.result_rows_max,
-                )
+            .map(|s| match Setting::parse(&s.sql) {
+                Some(Setting::ShowStatementBudget) => self.show_budget(),
+                Some(_) => StmtResult::Error(
+                    "SET PAXSQL STATEMENT_BUDGET is a write; send it to /db/execute".into(),
+                ),
+                None => guarded.run(s, Work::Steps(self.budget), bound).0,
             })
             .collect()
+    }
+
+    fn statement_budget(&self) -> Option<u64> {
+        Some(self.budget)
+    }
+
+    fn reader(&self, limits: ReadLimits) -> Result<Box<dyn SqlReader>, EngineError> {
+        Ok(Box::new(SqliteReader::open(&self.path, limits)?))
     }
 
     fn completed(&mut self, id: &RequestId) -> Result<Option<Vec<StmtResult>>, EngineError> {
@@ -401,6 +563,7 @@ impl SqlEngine for SqliteEngine {
         let _ = std::fs::remove_file(&tmp);
         restored?;
         self.applied = index;
+        self.budget = read_budget(&self.write)?;
         self.persist()?;
         Ok(())
     }
@@ -437,260 +600,6 @@ impl SqlEngine for SqliteEngine {
             }
         }
         Ok(h.finish())
-    }
-}
-
-/// Prepares and runs one user statement, turning any failure into the
-/// statement's own error.
-fn run_statement(
-    conn: &Connection,
-    guard: &AtomicBool,
-    stmt: &Statement,
-    rows_max: usize,
-) -> StmtResult {
-    match try_statement(conn, guard, stmt, rows_max) {
-        Ok(r) => r,
-        Err(e) => StmtResult::Error(e),
-    }
-}
-
-fn try_statement(
-    conn: &Connection,
-    guard: &AtomicBool,
-    stmt: &Statement,
-    rows_max: usize,
-) -> Result<StmtResult, String> {
-    let text = |e: rusqlite::Error| error_text(&e);
-    guard.store(true, Ordering::Relaxed);
-    let prepared = conn.prepare(&stmt.sql);
-    guard.store(false, Ordering::Relaxed);
-    let mut prepared = prepared.map_err(text)?;
-    bind(&mut prepared, &stmt.params).map_err(text)?;
-    if prepared.column_count() == 0 {
-        let before = conn.total_changes();
-        prepared.raw_execute().map_err(text)?;
-        // changes() keeps the count of the last INSERT/UPDATE/DELETE, even
-        // across a CREATE TABLE; report 0 for a statement that changed nothing.
-        let changed = conn.total_changes() != before;
-        return Ok(StmtResult::Exec {
-            last_insert_id: conn.last_insert_rowid(),
-            rows_affected: if changed { conn.changes() } else { 0 },
-        });
-    }
-    // Names and types are read after the first step: a schema change since
-    // the statement was compiled is noticed (and the statement recompiled)
-    // only when it steps.
-    let mut header: Option<(Vec<String>, Vec<String>)> = None;
-    let mut values = Vec::new();
-    {
-        let mut rows = prepared.raw_query();
-        while let Some(row) = rows.next().map_err(text)? {
-            let (columns, _) = header.get_or_insert_with(|| header_of(row.as_ref()));
-            let ncols = columns.len();
-            if values.len() == rows_max {
-                return Err(format!("result has more than {rows_max} rows; add a LIMIT"));
-            }
-            let mut out = Vec::with_capacity(ncols);
-            for i in 0..ncols {
-                out.push(to_value(row.get_ref(i).map_err(text)?));
-            }
-            values.push(out);
-        }
-    }
-    // No rows: the statement has stepped to its end, so it is compiled
-    // against the current schema now.
-    let (columns, types) = header.unwrap_or_else(|| header_of(&prepared));
-    Ok(StmtResult::Rows {
-        columns,
-        types,
-        values,
-    })
-}
-
-/// Column names and declared types (lower case, `""` for expressions).
-fn header_of(stmt: &rusqlite::Statement<'_>) -> (Vec<String>, Vec<String>) {
-    let columns = stmt.column_names().map(str::to_owned).collect();
-    let types = stmt
-        .columns()
-        .map(|c| c.decl_type().unwrap_or("").to_ascii_lowercase())
-        .collect();
-    (columns, types)
-}
-
-fn bind(stmt: &mut rusqlite::Statement<'_>, params: &Params) -> rusqlite::Result<()> {
-    match params {
-        Params::None => Ok(()),
-        Params::Positional(values) => {
-            let expected = stmt.parameter_count();
-            if values.len() != expected {
-                return Err(rusqlite::Error::InvalidParameterCount(
-                    values.len(),
-                    expected,
-                ));
-            }
-            for (i, v) in values.iter().enumerate() {
-                stmt.raw_bind_parameter(i + 1, to_sql(v))?;
-            }
-            Ok(())
-        }
-        Params::Named(pairs) => {
-            for (name, v) in pairs {
-                let index = named_index(stmt, name)?;
-                stmt.raw_bind_parameter(index, to_sql(v))?;
-            }
-            Ok(())
-        }
-    }
-}
-
-/// Finds a named parameter given with or without its sigil.
-fn named_index(stmt: &rusqlite::Statement<'_>, name: &str) -> rusqlite::Result<usize> {
-    if name.starts_with([':', '@', '$']) {
-        if let Some(i) = stmt.parameter_index(name)? {
-            return Ok(i);
-        }
-    } else {
-        for sigil in [':', '@', '$'] {
-            if let Some(i) = stmt.parameter_index(&format!("{sigil}{name}"))? {
-                return Ok(i);
-            }
-        }
-    }
-    Err(rusqlite::Error::InvalidParameterName(name.to_owned()))
-}
-
-fn to_sql(v: &Value) -> rusqlite::types::Value {
-    use rusqlite::types::Value as V;
-    match v {
-        Value::Null => V::Null,
-        Value::Integer(i) => V::Integer(*i),
-        Value::Real(f) => V::Real(*f),
-        Value::Text(s) => V::Text(s.clone()),
-        Value::Blob(b) => V::Blob(b.clone()),
-    }
-}
-
-fn to_value(v: ValueRef<'_>) -> Value {
-    match v {
-        ValueRef::Null => Value::Null,
-        ValueRef::Integer(i) => Value::Integer(i),
-        ValueRef::Real(f) => Value::Real(f),
-        ValueRef::Text(t) => Value::Text(String::from_utf8_lossy(t).into_owned()),
-        ValueRef::Blob(b) => Value::Blob(b.to_vec()),
-    }
-}
-
-/// The message a user sees for a failed statement: SQLite's own text,
-/// without rusqlite's wrapping.
-fn error_text(e: &rusqlite::Error) -> String {
-    match e {
-        rusqlite::Error::SqliteFailure(_, Some(msg)) => msg.clone(),
-        rusqlite::Error::SqlInputError { msg, .. } => msg.clone(),
-        rusqlite::Error::InvalidParameterCount(given, expected) => {
-            format!("wrong number of parameters: {given} given, the statement has {expected}")
-        }
-        rusqlite::Error::InvalidParameterName(name) => {
-            format!("the statement has no parameter named {name}")
-        }
-        rusqlite::Error::MultipleStatement => {
-            "more than one statement in one string; send each statement as its own array element"
-                .to_owned()
-        }
-        other => other.to_string(),
-    }
-}
-
-/// Replaces SQLite's `random()` and `randomblob()` with a sequence seeded
-/// per write, so that they return the same values on every replica.
-fn install_random(conn: &Connection, rng: &Arc<AtomicU64>) -> rusqlite::Result<()> {
-    let flags = FunctionFlags::SQLITE_UTF8;
-    let state = Arc::clone(rng);
-    conn.create_scalar_function("random", 0, flags, move |_| Ok(next_random(&state) as i64))?;
-    let state = Arc::clone(rng);
-    conn.create_scalar_function("randomblob", 1, flags, move |ctx| {
-        let n = ctx.get::<i64>(0)?.clamp(1, 1 << 30) as usize;
-        let mut out = Vec::with_capacity(n);
-        while out.len() < n {
-            out.extend_from_slice(&next_random(&state).to_le_bytes());
-        }
-        out.truncate(n);
-        Ok(out)
-    })
-}
-
-fn seed(rng: &AtomicU64, env: ApplyEnv) {
-    rng.store(env.seed, Ordering::Relaxed);
-}
-
-/// splitmix64: small, fast and good enough for SQL's random().
-fn next_random(state: &AtomicU64) -> u64 {
-    // The engine's thread is the only caller: load, step, store.
-    let mut s = state.load(Ordering::Relaxed);
-    let v = crate::splitmix64(&mut s);
-    state.store(s, Ordering::Relaxed);
-    v
-}
-
-fn install_authorizer(conn: &mut Connection, guard: &Arc<AtomicBool>) -> rusqlite::Result<()> {
-    let guard = Arc::clone(guard);
-    conn.authorizer(Some(move |ctx: AuthContext<'_>| {
-        if !guard.load(Ordering::Relaxed) {
-            return Authorization::Allow;
-        }
-        authorize_user(&ctx)
-    }))
-}
-
-/// Pragmas that take an argument only to say what to report on.
-const REPORTING_PRAGMAS: &[&str] = &[
-    "table_info",
-    "table_xinfo",
-    "table_list",
-    "index_list",
-    "index_info",
-    "index_xinfo",
-    "foreign_key_list",
-    "foreign_key_check",
-    "integrity_check",
-    "quick_check",
-    "pragma_list",
-    "function_list",
-    "collation_list",
-    "module_list",
-    "database_list",
-];
-
-fn authorize_user(ctx: &AuthContext<'_>) -> Authorization {
-    use AuthAction as A;
-    let internal = |name: &str| name.starts_with("_paxsql_");
-    match ctx.action {
-        // A pragma with a value changes the connection or the file outside
-        // the log (and would be lost on restart): only reporting ones pass.
-        A::Pragma {
-            pragma_name,
-            pragma_value: Some(_),
-        } if !REPORTING_PRAGMAS.contains(&pragma_name.to_ascii_lowercase().as_str()) => {
-            Authorization::Deny
-        }
-        A::Transaction { .. } | A::Savepoint { .. } | A::Attach { .. } | A::Detach { .. } => {
-            Authorization::Deny
-        }
-        A::Read { table_name, .. }
-        | A::Insert { table_name }
-        | A::Delete { table_name }
-        | A::Update { table_name, .. }
-        | A::CreateTable { table_name }
-        | A::DropTable { table_name }
-        | A::CreateIndex { table_name, .. }
-        | A::DropIndex { table_name, .. }
-        | A::CreateTrigger { table_name, .. }
-        | A::DropTrigger { table_name, .. }
-        | A::AlterTable { table_name, .. }
-            if internal(table_name) =>
-        {
-            Authorization::Deny
-        }
-        _ => Authorization::Allow,
     }
 }
 
