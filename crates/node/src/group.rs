@@ -66,7 +66,7 @@ const INPUTS_PER_POLL_MAX: usize = 4096;
 #[derive(Debug, Default)]
 pub(crate) struct Health {
     /// Why the replica stopped, once it has.
-    pub(crate) failure: Mutex<Option<String>>,
+    failure: Mutex<Option<String>>,
     /// Milliseconds after [`Health::born`] when the loop last went round.
     last_loop_ms: AtomicU64,
     born: std::sync::OnceLock<Instant>,
@@ -89,9 +89,17 @@ impl Health {
         Duration::from_millis(now.saturating_sub(self.last_loop_ms.load(Ordering::Relaxed)))
     }
 
+    /// Records why the group stopped on this node.
+    pub(crate) fn fail(&self, reason: String) {
+        *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason);
+    }
+
     /// Why the replica stopped, if it has.
     pub(crate) fn failure(&self) -> Option<String> {
-        self.failure.lock().expect("health lock").clone()
+        self.failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 
@@ -276,7 +284,7 @@ impl<E: SqlEngine, S: LogStorage> GroupLoop<E, S> {
             self.group.0
         );
         crate::metrics::record_group_failed(self.group);
-        *self.health.failure.lock().expect("health lock") = Some(e.to_string());
+        self.health.fail(e.to_string());
     }
 }
 
@@ -308,7 +316,7 @@ impl<E: SqlEngine, S: LogStorage> GroupLoop<E, S> {
                 self.group.0
             );
             crate::metrics::record_group_failed(self.group);
-            *self.health.failure.lock().expect("health lock") = Some(reason);
+            self.health.fail(reason);
         }
     }
 }

@@ -541,7 +541,8 @@ fn spawn_group(
                 current = m.config_id;
                 Ok(storage)
             });
-            GroupLoop {
+            let watch = Arc::clone(&health);
+            let group_loop = GroupLoop {
                 group,
                 replica,
                 inputs,
@@ -552,8 +553,21 @@ fn spawn_group(
                 peer_read_timeout,
                 tick,
                 next_config,
+            };
+            // A panic is a bug, but it must not leave the group silently
+            // dead: it is recorded as the group's failure, which /status,
+            // /readyz and every later request report.
+            let run = std::panic::AssertUnwindSafe(|| group_loop.run());
+            if let Err(panic) = std::panic::catch_unwind(run) {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic".into());
+                tracing::error!(group = group.0, %what, "the group thread panicked; this group stops on this node");
+                metrics::record_group_failed(group);
+                watch.fail(format!("the group thread panicked: {what}"));
             }
-            .run();
         })
         .map_err(|e| StartError::Open {
             group,

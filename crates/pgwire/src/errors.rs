@@ -19,6 +19,8 @@
 //! | parameter count or name does not match | `08P01` / `42P02` |
 //! | **no quorum, no leader, or the request timed out** | **`08006` connection_failure**: the outcome of a write is unknown (it may have been applied), exactly as when a PostgreSQL server dies during `COMMIT`; retry only what is idempotent |
 //! | the node is overloaded | `53000` insufficient_resources |
+//! | the statement budget or a result's byte bound was exceeded | `54000` program_limit_exceeded |
+//! | a read ran past its time limit (`statement_timeout`) | `57014` query_canceled |
 //! | any other engine error | `XX000` internal_error |
 
 use paxsql_types::RequestError;
@@ -52,7 +54,11 @@ pub(crate) fn pg(e: Fail) -> PgWireError {
 pub(crate) fn sqlstate(msg: &str) -> &'static str {
     let m = msg.to_ascii_lowercase();
     let has = |s: &str| m.contains(s);
-    if has("syntax error") || has("incomplete input") || has("unrecognized token") {
+    if m.starts_with("statement budget exceeded") || m.starts_with("result too large") {
+        "54000"
+    } else if m.starts_with("read timeout") {
+        "57014"
+    } else if has("syntax error") || has("incomplete input") || has("unrecognized token") {
         "42601"
     } else if has("no such table") {
         "42P01"
@@ -98,10 +104,12 @@ pub(crate) fn engine(msg: &str) -> Fail {
 pub(crate) fn request(e: &RequestError) -> Fail {
     match e {
         RequestError::BadRequest(m) => error(sqlstate(m), m.clone()),
+        RequestError::Unavailable(m) if m.starts_with("read timeout") => error("57014", m.clone()),
         RequestError::Unavailable(m) => error_hint(
             "08006",
             m.clone(),
-            "paxsql could not reach a quorum in time; a write may or may not have been applied",
+            "paxsql could not complete the request in time (see the message for why); \
+             a write may or may not have been applied",
         ),
         RequestError::Overloaded(m) => error("53000", format!("overloaded: {m}")),
     }
@@ -124,6 +132,20 @@ mod tests {
             "0A000"
         );
         assert_eq!(sqlstate("disk I/O error"), "XX000");
+        assert_eq!(
+            sqlstate(&paxsql_sql::settings::budget_exceeded(1_000_000)),
+            "54000"
+        );
+        assert_eq!(
+            sqlstate(&paxsql_sql::settings::read_timed_out(
+                std::time::Duration::from_secs(1)
+            )),
+            "57014"
+        );
+        assert_eq!(
+            sqlstate(&paxsql_sql::settings::result_too_large(10)),
+            "54000"
+        );
         assert_eq!(
             request(&RequestError::timeout("write")).code,
             "08006".to_owned()

@@ -1222,8 +1222,9 @@ impl<E: SqlEngine, S: LogStorage> Replica<E, S> {
             .collect();
         for id in expired {
             let p = self.writes.remove(&id).expect("listed above");
+            let e = self.why_not_decided("write");
             for token in p.tokens {
-                self.reply(token, Err(RequestError::timeout("write")));
+                self.reply(token, Err(e.clone()));
             }
         }
         let mut timed_out = Vec::new();
@@ -1244,8 +1245,9 @@ impl<E: SqlEngine, S: LogStorage> Replica<E, S> {
             }
             keep
         });
+        let e = self.why_not_decided("read");
         for token in timed_out {
-            self.reply(token, Err(RequestError::timeout("read")));
+            self.reply(token, Err(e.clone()));
         }
         let (expired, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.reconfigs)
             .into_iter()
@@ -1254,6 +1256,25 @@ impl<E: SqlEngine, S: LogStorage> Replica<E, S> {
         for r in expired {
             self.reply(r.token, Err(RequestError::timeout("membership change")));
         }
+    }
+
+    /// The error for a request whose entry was not decided in time, naming
+    /// what this replica can see of the cause.
+    fn why_not_decided(&self, what: &str) -> RequestError {
+        let retry = "retry with the same request id (it is applied at most once)";
+        let cause = match self.believed_leader() {
+            None => "no leader is known to this node (no quorum reachable, or an election \
+                     is under way)"
+                .to_owned(),
+            Some(l) if l == self.cfg.node => "this node leads but no quorum of the group \
+                                               accepted the entry in time"
+                .to_owned(),
+            Some(l) => format!(
+                "the leader (node {l}) did not decide the entry in time: it is unreachable \
+                 from this node, has no quorum, or is busy"
+            ),
+        };
+        RequestError::Unavailable(format!("{what} timed out: {cause}; {retry}"))
     }
 
     /// Queues again every proposal whose retry time has come.

@@ -637,3 +637,60 @@ async fn a_password_is_required_when_configured() {
     assert_eq!(row.get::<_, i64>(0), 2);
     tokio::task::spawn_blocking(move || drop(c)).await.unwrap();
 }
+
+/// pg-wire's `statement_timeout` bounds a runaway read (SQLSTATE 57014), and
+/// a runaway write gets the statement budget's error (54000); the session
+/// and the cluster go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statement_timeout_and_the_budget_stop_runaways_over_pg_wire() {
+    let c = tokio::task::spawn_blocking(|| Cluster::start(3))
+        .await
+        .unwrap();
+    let client = connect(&c, 2, "").await;
+    client
+        .batch_execute(
+            "CREATE TABLE t (id INTEGER PRIMARY KEY, a INT); INSERT INTO t VALUES (1, 1)",
+        )
+        .await
+        .unwrap();
+    client
+        .batch_execute("SET statement_timeout = '300ms'")
+        .await
+        .unwrap();
+    let shown = client
+        .query_one("SHOW statement_timeout", &[])
+        .await
+        .unwrap();
+    assert_eq!(shown.get::<_, String>(0), "300");
+    let runaway =
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c) SELECT count(*) FROM c";
+    let e = client.query(runaway, &[]).await.unwrap_err();
+    let db = e.as_db_error().unwrap_or_else(|| panic!("{e:?}"));
+    assert_eq!(db.code().code(), "57014", "{db:?}");
+    assert!(db.message().starts_with("read timeout"), "{db:?}");
+
+    let e = client
+        .batch_execute(
+            "UPDATE t SET a = (WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c) \
+             SELECT count(*) FROM c)",
+        )
+        .await
+        .unwrap_err();
+    let db = e.as_db_error().unwrap_or_else(|| panic!("{e:?}"));
+    assert_eq!(db.code().code(), "54000", "{db:?}");
+    assert!(
+        db.message().starts_with("statement budget exceeded"),
+        "{db:?}"
+    );
+
+    // The session still works, and so does the cluster.
+    client
+        .batch_execute("INSERT INTO t VALUES (2, 2)")
+        .await
+        .unwrap();
+    let n = client
+        .query_one("SELECT count(*) FROM t", &[])
+        .await
+        .unwrap();
+    assert_eq!(n.get::<_, i64>(0), 2);
+}

@@ -18,9 +18,18 @@ const WRITE_KV: &str =
 const WRITE_OPS: &str = "INSERT INTO ops (req) VALUES (?1)";
 const READ_KV: &str = "SELECT v FROM kv WHERE k = ?1";
 pub(crate) const READ_ALL: &str = "SELECT k, v FROM kv ORDER BY k";
-const SETUP: [&str; 2] = [
+/// A runaway write: it never ends unless the statement budget stops it,
+/// and would write a value no client wrote if it ever succeeded.
+const WRITE_KV_RUNAWAY: &str = "INSERT INTO kv (k, v) VALUES (?1, ?2 + (WITH RECURSIVE \
+    c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c)) \
+    ON CONFLICT(k) DO UPDATE SET v = excluded.v";
+/// Share of writes that are runaways.
+const RUNAWAY_SHARE: f64 = 0.05;
+const SETUP: [&str; 3] = [
     "CREATE TABLE kv (k INTEGER PRIMARY KEY, v INTEGER NOT NULL)",
     "CREATE TABLE ops (req TEXT NOT NULL)",
+    // Small, so that runaways cost little simulated work.
+    "SET PAXSQL STATEMENT_BUDGET = 100000",
 ];
 
 #[derive(Debug)]
@@ -193,11 +202,19 @@ impl Sim {
             self.clients[i].writes += 1;
             let id = format!("c{i}-w{}", self.clients[i].writes);
             let params = |v: Vec<Value>| paxsql_types::Params::Positional(v);
+            // A runaway must fail on every replica alike (the budget), so
+            // it is a write that is never applied; the checkers catch it
+            // otherwise (a value nobody wrote, or replicas that differ).
+            let write_kv = if self.rng.chance(RUNAWAY_SHARE) {
+                WRITE_KV_RUNAWAY
+            } else {
+                WRITE_KV
+            };
             let req = ClientRequest::Write {
                 id: RequestId(id.clone()),
                 stmts: vec![
                     Statement {
-                        sql: WRITE_KV.into(),
+                        sql: write_kv.into(),
                         params: params(vec![Value::Integer(key), Value::Integer(value)]),
                     },
                     Statement {

@@ -51,8 +51,14 @@ pub struct SqliteBaseline {
 impl SqliteBaseline {
     /// Creates (or opens) `path` in WAL mode with `synchronous=FULL` and
     /// starts the writer thread, whose queue holds one job per client task.
-    pub fn open(path: &Path, clients: usize) -> anyhow::Result<SqliteBaseline> {
-        let conn = Connection::open(path).with_context(|| format!("opening {}", path.display()))?;
+    /// With `metered`, the writer counts VM steps through SQLite's progress
+    /// handler exactly as a replica's statement budget does.
+    pub fn open(path: &Path, clients: usize, metered: bool) -> anyhow::Result<SqliteBaseline> {
+        let mut conn =
+            Connection::open(path).with_context(|| format!("opening {}", path.display()))?;
+        if metered {
+            meter(&mut conn)?;
+        }
         let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
         anyhow::ensure!(
             mode.eq_ignore_ascii_case("wal"),
@@ -155,6 +161,20 @@ async fn submit(queue: &SyncSender<Job>, stmts: Vec<Stmt>) -> Result<(), String>
         .map_err(|_| "baseline: connection thread stopped".to_owned())?
 }
 
+/// What a replica's meter does every 1000 VM steps: count, compare with the
+/// budget, and (never, here) stop the statement.
+fn meter(conn: &mut Connection) -> rusqlite::Result<()> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let checks = std::sync::Arc::new(AtomicU64::new(0));
+    conn.progress_handler(
+        1000,
+        Some(move || {
+            let n = checks.fetch_add(1, Ordering::Relaxed) + 1;
+            n > u64::MAX / 2
+        }),
+    )
+}
+
 /// A connection thread: runs jobs until every sender is gone.
 fn serve(
     mut conn: Connection,
@@ -249,7 +269,7 @@ mod tests {
             theta: 0.99,
             seed: 5,
         });
-        let db = SqliteBaseline::open(&dir.path().join("b.sqlite"), 1).unwrap();
+        let db = SqliteBaseline::open(&dir.path().join("b.sqlite"), 1, true).unwrap();
         rt.block_on(async {
             for r in w.setup_requests() {
                 db.execute(r).await.unwrap();

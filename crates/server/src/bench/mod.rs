@@ -98,6 +98,11 @@ impl Level {
 pub enum BaselineKind {
     /// One local SQLite file, WAL, synchronous=FULL, one transaction per request.
     Sqlite,
+    /// The SQLite baseline, then the same again with the statement budget's
+    /// meter on its connections (SQLite's progress handler every 1000 VM
+    /// steps, counting as replicas count): the two side by side show what
+    /// counting work costs a write, with nothing else in between.
+    SqliteMetered,
 }
 
 /// Flags of `paxsql bench`.
@@ -275,15 +280,33 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
 
     // 6: the baseline.
     let mut runs = vec![cluster];
-    if let Some(BaselineKind::Sqlite) = args.baseline {
-        let dir = tempfile::Builder::new()
-            .prefix("paxsql-bench-baseline-")
-            .tempdir_in(&parent)
-            .with_context(|| format!("creating a directory in {}", parent.display()))?;
-        let fsync = disk::probe(dir.path(), FSYNC_PROBE_ROUNDS)?;
-        let mut summary = rt.block_on(sqlite_run(&args, &spec, &plan, dir.path()))?;
-        summary.fsync = Some(fsync);
-        runs.push(summary);
+    if let Some(kind) = args.baseline {
+        let metered = match kind {
+            BaselineKind::Sqlite => vec![false],
+            BaselineKind::SqliteMetered => vec![false, true],
+        };
+        for metered in metered {
+            let dir = tempfile::Builder::new()
+                .prefix("paxsql-bench-baseline-")
+                .tempdir_in(&parent)
+                .with_context(|| format!("creating a directory in {}", parent.display()))?;
+            let fsync = disk::probe(dir.path(), FSYNC_PROBE_ROUNDS)?;
+            let mut summary = rt.block_on(sqlite_run(&args, &spec, &plan, dir.path(), metered))?;
+            summary.fsync = Some(fsync);
+            runs.push(summary);
+        }
+    }
+    if let [_, plain, metered] = runs.as_slice() {
+        println!(
+            "statement budget meter: metered/plain SQLite = {:.3}x ops/s ({:.0} vs {:.0}), \
+             {:.3}x median latency ({:.3} vs {:.3} ms)",
+            metered.ops_per_s / plain.ops_per_s.max(f64::MIN_POSITIVE),
+            metered.ops_per_s,
+            plain.ops_per_s,
+            metered.latency_ms.p50 / plain.latency_ms.p50.max(f64::MIN_POSITIVE),
+            metered.latency_ms.p50,
+            plain.latency_ms.p50,
+        );
     }
 
     // 7: the report.
@@ -467,11 +490,15 @@ async fn sqlite_run(
     spec: &WorkloadSpec,
     plan: &Plan,
     dir: &Path,
+    metered: bool,
 ) -> anyhow::Result<RunSummary> {
     let workload = Workload::new(spec.clone());
     let path = dir.join("baseline.sqlite");
-    eprintln!("bench: baseline: SQLite at {}", path.display());
-    let db = baseline::SqliteBaseline::open(&path, args.concurrency)?;
+    eprintln!(
+        "bench: baseline: SQLite at {} (metered: {metered})",
+        path.display()
+    );
+    let db = baseline::SqliteBaseline::open(&path, args.concurrency, metered)?;
     for request in workload.setup_requests() {
         db.execute(request)
             .await
@@ -482,7 +509,12 @@ async fn sqlite_run(
         .collect::<anyhow::Result<Vec<_>>>()?;
     // `drive` consumes the clients, so their connections are closed before
     // `db` joins its writer.
-    drive("sqlite baseline".into(), workload, clients, plan).await
+    let name = if metered {
+        "sqlite metered"
+    } else {
+        "sqlite baseline"
+    };
+    drive(name.into(), workload, clients, plan).await
 }
 
 /// Counters the progress bar reads while the tasks run.

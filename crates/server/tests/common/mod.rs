@@ -208,6 +208,11 @@ impl Cluster {
         &self.nodes[(id - 1) as usize]
     }
 
+    /// The cluster's name, when it has one of its own (PostgreSQL).
+    pub fn cluster_name(&self) -> Option<&str> {
+        self.databases.as_ref().map(|d| d.cluster.as_str())
+    }
+
     /// Node `id`'s process id.
     pub fn pid(&self, id: u64) -> u32 {
         self.node(id).child.as_ref().expect("node running").id()

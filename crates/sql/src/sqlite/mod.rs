@@ -286,7 +286,11 @@ impl SqliteEngine {
                     guard: &self.guard_user_sql,
                     meter: &self.meter,
                 };
-                let (result, tripped) = guarded.run(stmt, Work::Steps(self.budget), bound);
+                // A failure of the database itself would not happen on the
+                // other replicas: this one stops rather than record it.
+                let (result, tripped) = guarded
+                    .run(stmt, Work::Steps(self.budget), bound)
+                    .map_err(EngineError::Storage)?;
                 let failed_here = matches!(result, StmtResult::Error(_));
                 if failed_here && tripped == Some(Tripped::Budget) && self.write.is_autocommit() {
                     exhausted.insert((at, i));
@@ -453,7 +457,10 @@ impl SqlEngine for SqliteEngine {
                 Some(_) => StmtResult::Error(
                     "SET PAXSQL STATEMENT_BUDGET is a write; send it to /db/execute".into(),
                 ),
-                None => guarded.run(s, Work::Steps(self.budget), bound).0,
+                None => match guarded.run(s, Work::Steps(self.budget), bound) {
+                    Ok((result, _)) => result,
+                    Err(e) => StmtResult::Error(e),
+                },
             })
             .collect()
     }

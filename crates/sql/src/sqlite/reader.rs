@@ -102,7 +102,10 @@ impl SqlReader for SqliteReader {
                     Some(Setting::SetStatementBudget(_)) => StmtResult::Error(
                         "SET PAXSQL STATEMENT_BUDGET is a write; send it to /db/execute".into(),
                     ),
-                    None => guarded.run(stmt, Work::Until(until, timeout), self.bound).0,
+                    None => match guarded.run(stmt, Work::Until(until, timeout), self.bound) {
+                        Ok((result, _)) => result,
+                        Err(e) => StmtResult::Error(e),
+                    },
                 };
                 results.push(result);
             }

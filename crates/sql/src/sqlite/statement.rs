@@ -27,15 +27,17 @@ pub(crate) struct Guarded<'c> {
 }
 
 impl Guarded<'_> {
-    /// Prepares and runs one user statement within `work`, turning any
-    /// failure into the statement's own error; says whether the meter
-    /// stopped it.
+    /// Prepares and runs one user statement within `work`, turning a
+    /// failure of the statement into its own error; says whether the meter
+    /// stopped it. `Err` is a failure of the database itself (corruption,
+    /// IO, a full disk, no memory): not the statement's doing, so not
+    /// something every replica would see alike.
     pub(crate) fn run(
         &self,
         stmt: &Statement,
         work: Work,
         bound: ResultBound,
-    ) -> (StmtResult, Option<Tripped>) {
+    ) -> Result<(StmtResult, Option<Tripped>), String> {
         let result = self.try_run(stmt, work, bound);
         let tripped = self.meter.tripped();
         self.meter.stop();
@@ -47,9 +49,10 @@ impl Guarded<'_> {
                 StmtResult::Error(settings::read_timed_out(limit))
             }
             (Ok(r), _, _) => r,
-            (Err(e), _, _) => StmtResult::Error(e),
+            (Err(Failure::Statement(e)), _, _) => StmtResult::Error(e),
+            (Err(Failure::Database(e)), _, _) => return Err(e),
         };
-        (result, tripped)
+        Ok((result, tripped))
     }
 
     fn try_run(
@@ -57,9 +60,9 @@ impl Guarded<'_> {
         stmt: &Statement,
         work: Work,
         bound: ResultBound,
-    ) -> Result<StmtResult, String> {
+    ) -> Result<StmtResult, Failure> {
         let conn = self.conn;
-        let text = |e: rusqlite::Error| error_text(&e, bound);
+        let text = |e: rusqlite::Error| failure(&e, bound);
         self.guard.store(true, Ordering::Relaxed);
         let prepared = conn.prepare(&stmt.sql);
         self.guard.store(false, Ordering::Relaxed);
@@ -91,17 +94,19 @@ impl Guarded<'_> {
                 let (columns, _) = header.get_or_insert_with(|| header_of(row.as_ref()));
                 let ncols = columns.len();
                 if values.len() == bound.rows_max {
-                    return Err(format!(
+                    return Err(Failure::Statement(format!(
                         "result has more than {} rows; add a LIMIT",
                         bound.rows_max
-                    ));
+                    )));
                 }
                 let mut out = Vec::with_capacity(ncols);
                 for i in 0..ncols {
                     let v = row.get_ref(i).map_err(text)?;
                     bytes = bytes.saturating_add(size_of_value(v));
                     if bytes > bound.bytes_max {
-                        return Err(settings::result_too_large(bound.bytes_max));
+                        return Err(Failure::Statement(settings::result_too_large(
+                            bound.bytes_max,
+                        )));
                     }
                     out.push(to_value(v));
                 }
@@ -116,6 +121,35 @@ impl Guarded<'_> {
             types,
             values,
         })
+    }
+}
+
+/// Why a statement did not complete.
+enum Failure {
+    /// The statement's own doing: the same on every replica.
+    Statement(String),
+    /// The database failed under it.
+    Database(String),
+}
+
+/// Sorts a SQLite error into the statement's fault or the database's.
+fn failure(e: &rusqlite::Error, bound: ResultBound) -> Failure {
+    use rusqlite::ErrorCode as C;
+    let text = error_text(e, bound);
+    match e.sqlite_error_code() {
+        Some(
+            C::DatabaseCorrupt
+            | C::NotADatabase
+            | C::SystemIoFailure
+            | C::DiskFull
+            | C::OutOfMemory
+            | C::CannotOpen
+            | C::DatabaseBusy
+            | C::DatabaseLocked
+            | C::FileLockingProtocolFailed
+            | C::PermissionDenied,
+        ) => Failure::Database(text),
+        _ => Failure::Statement(text),
     }
 }
 
