@@ -226,17 +226,19 @@ impl<E: SqlEngine, S: LogStorage> GroupLoop<E, S> {
             self.handle(answer, waiting);
             return;
         };
-        let (answer, timeout) = match to {
+        let (answer, deadline) = match to {
             ReadFor::Client(token) => {
                 let Some(w) = waiting.remove(&token) else {
                     return;
                 };
-                let left = w.deadline.saturating_duration_since(Instant::now());
-                (Answer::Client(w.reply), left)
+                (Answer::Client(w.reply), w.deadline)
             }
-            ReadFor::Peer { node, id } => (Answer::Peer { node, id }, self.peer_read_timeout),
+            ReadFor::Peer { node, id } => (
+                Answer::Peer { node, id },
+                Instant::now() + self.peer_read_timeout,
+            ),
         };
-        if timeout.is_zero() {
+        if deadline <= Instant::now() {
             let e = RequestError::Unavailable(
                 "read timeout: the read's time ran out before it could start;                  raise ?timeout= or retry"
                     .into(),
@@ -246,7 +248,7 @@ impl<E: SqlEngine, S: LogStorage> GroupLoop<E, S> {
         }
         let job = ReadJob {
             stmts,
-            timeout,
+            deadline,
             answer,
         };
         readers.submit(job, &self.links, self.group);

@@ -19,7 +19,7 @@ use paxsql_sql::{ReadLimits, SqlEngine, SqlReader};
 use paxsql_types::{GroupId, NodeId, RequestError, Response, Statement};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::Instant;
 
 /// Where a read's answer goes.
 pub(crate) enum Answer {
@@ -37,8 +37,9 @@ pub(crate) enum Answer {
 /// One read to run.
 pub(crate) struct ReadJob {
     pub(crate) stmts: Vec<Statement>,
-    /// How long its statements may run, all together.
-    pub(crate) timeout: Duration,
+    /// When its statements must have finished (waiting for a free reader
+    /// counts too).
+    pub(crate) deadline: Instant,
     pub(crate) answer: Answer,
 }
 
@@ -112,7 +113,17 @@ fn serve(
                 Err(_) => return,
             }
         };
-        let result = match reader.query(&job.stmts, job.timeout) {
+        let left = job.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            let e = RequestError::Unavailable(
+                "read timeout: every reader was busy until the read's time limit ran out; \
+                 retry, or raise ?timeout= / statement_timeout"
+                    .into(),
+            );
+            deliver(job.answer, Err(e), links, group);
+            continue;
+        }
+        let result = match reader.query(&job.stmts, left) {
             Ok((index, results)) => Ok(Response { results, index }),
             Err(e) => {
                 tracing::warn!(group = group.0, error = %e, "a reader connection failed");

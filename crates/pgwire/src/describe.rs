@@ -159,6 +159,10 @@ impl Plan {
 /// Analyses one statement. Never fails: SQL that sqlparser cannot parse gets
 /// an opaque plan (engine names, `text` for unknown types).
 pub(crate) fn plan(sql: &str) -> Plan {
+    // A tree deep enough to overflow the stack when dropped is never built.
+    if paxsql_sql::determinism::nests_too_deeply(sql) {
+        return Plan::opaque();
+    }
     let Ok(mut stmts) = Parser::parse_sql(&SQLiteDialect {}, sql) else {
         return Plan::opaque();
     };
@@ -797,5 +801,18 @@ mod tests {
             p.describe_sql("").as_deref(),
             Some("SELECT id, name FROM t LIMIT 0")
         );
+    }
+
+    #[test]
+    fn a_statement_nested_too_deeply_gets_an_opaque_plan_not_a_stack_overflow() {
+        // Run on a small stack, as a connection task's would be.
+        let deep = format!("SELECT {}1", "1 + ".repeat(100_000));
+        let p = std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(move || plan(&deep))
+            .unwrap()
+            .join()
+            .unwrap();
+        assert!(p.names.is_none());
     }
 }

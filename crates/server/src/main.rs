@@ -4,6 +4,7 @@ mod backend;
 mod bench;
 mod cluster;
 mod config;
+mod panics;
 mod shell;
 
 use anyhow::Context;
@@ -36,6 +37,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
+    panics::install();
     let result = match cli.command {
         Command::Node(args) => run_node(args),
         Command::Cluster(args) => cluster::run(args),
@@ -99,6 +101,7 @@ fn run_node(args: config::NodeArgs) -> anyhow::Result<()> {
             join_cluster(member, &settings).await?;
         }
         let metrics = backend::install_metrics()?;
+        panics::describe();
         let node = paxsql_node::start(cfg).await?;
         tracing::info!(
             id = settings.id.0,

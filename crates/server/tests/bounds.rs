@@ -196,6 +196,57 @@ fn runaway_reads_at_every_level_on_two_nodes_leave_writes_working() {
     c.wait_converged(ALL, &all);
 }
 
+#[test]
+fn reads_beyond_reads_max_are_refused_with_retry_after() {
+    let c = Cluster::start_with(3, &["--reads-max", "2", "--readers", "1"]);
+    setup(&c);
+    let url = format!("http://{}/db/query?level=local&timeout=2s", c.node(1).http);
+    let client = reqwest::blocking::Client::new();
+    std::thread::scope(|s| {
+        let asks: Vec<_> = (0..8)
+            .map(|_| {
+                let (client, url) = (&client, &url);
+                s.spawn(move || {
+                    client
+                        .post(url.as_str())
+                        .header("Content-Type", "application/json")
+                        .body(json!([RUNAWAY_SELECT]).to_string())
+                        .send()
+                        .unwrap()
+                })
+            })
+            .collect();
+        let answers: Vec<(u16, Option<String>, String)> = asks
+            .into_iter()
+            .map(|a| {
+                let r = a.join().unwrap();
+                let retry = r
+                    .headers()
+                    .get("retry-after")
+                    .map(|v| v.to_str().unwrap().to_owned());
+                (r.status().as_u16(), retry, r.text().unwrap())
+            })
+            .collect();
+        // Two are admitted: one runs until its time limit, one waits for
+        // the only reader and times out; the other six are refused at once.
+        let (refused, admitted): (Vec<_>, Vec<_>) = answers
+            .iter()
+            .partition(|(_, _, body)| body.contains("--reads-max"));
+        assert_eq!(refused.len(), 6, "{answers:?}");
+        for (code, retry, body) in refused {
+            assert_eq!((*code, retry.as_deref()), (503, Some("1")), "{body}");
+        }
+        for (_, _, body) in admitted {
+            assert!(body.contains("read timeout"), "{body}");
+        }
+    });
+    // Once the reads are done, reads are admitted again.
+    assert_eq!(
+        c.rows(1, "SELECT count(*) FROM t", "local"),
+        vec![json!([3])]
+    );
+}
+
 /// Peak resident memory of a node process, in bytes.
 fn peak_rss(c: &Cluster, id: u64) -> u64 {
     let pid = c.pid(id);

@@ -58,7 +58,9 @@
 //!   otherwise).
 //! - a statement that sqlparser cannot parse but whose tokens show `random(`,
 //!   `randomblob(`, `CURRENT_TIMESTAMP`/`_DATE`/`_TIME`, or `'now'` next to a
-//!   date function: paxsql cannot rewrite what it cannot parse.
+//!   date function: paxsql cannot rewrite what it cannot parse. A statement
+//!   nested or chained deeper than [`NESTING_MAX`] is not parsed at all (see
+//!   `nesting_bound`) and is checked the same way.
 //!
 //! Allowed: `changes()` and `last_insert_rowid()`, and `sqlite_version()` and
 //! `sqlite_source_id()` (every node runs the same binary). The first two read
@@ -188,6 +190,18 @@ pub enum Rejected {
         /// The function or literal found in the tokens.
         what: String,
     },
+    /// A statement nested too deeply to parse that uses a non-deterministic function.
+    #[error(
+        "this statement uses {what}, a non-deterministic function, in an expression nested or \
+         chained deeper than paxsql parses (about {max} tokens along one path), so it cannot \
+         fix the value before replication; split the expression or the statement, or \
+         compute the value in the client and send it as a literal or parameter",
+        max = NESTING_MAX
+    )]
+    TooDeep {
+        /// The function or literal found in the tokens.
+        what: String,
+    },
     /// The proposer's clock is outside what SQLite's date functions handle.
     #[error(
         "this node's clock reads {unix_ms} ms since 1970, outside the years 0000 to 9999 \
@@ -210,6 +224,16 @@ pub enum Rejected {
 
 /// The largest `randomblob(N)` folded into a literal (its text is 2N + 3 bytes in the log).
 pub const RANDOMBLOB_MAX_BYTES: i64 = 1 << 20;
+
+/// The largest `nesting_bound` of a statement that is given to sqlparser.
+///
+/// sqlparser guards its own recursion while parsing and visiting, but the
+/// tree it returns is dropped (and printed) by plain recursion: a chain like
+/// `1 + 1 + ... + 1` of 20 000 to 50 000 operators overflows a 2 MiB stack,
+/// the stack of a node's group thread (measured with sqlparser 0.63; 2 500,
+/// what this bound lets through, leaves a wide margin). SQLite itself refuses expressions deeper
+/// than 1000, so no statement it runs comes near this bound.
+pub const NESTING_MAX: usize = 5_000;
 
 /// Date and time functions that read the clock when their time value is `'now'` or missing.
 const DATE_FUNCTIONS: &[&str] = &[
@@ -254,7 +278,7 @@ pub fn classify(sql: &str) -> Kind {
     if first_word(&tokens).as_deref() == Some("PRAGMA") {
         return classify_pragma(&tokens);
     }
-    match parse_first(sql) {
+    match parse_first(sql, &tokens) {
         Some(statement) => classify_statement(&statement),
         None => Kind::Unknown,
     }
@@ -275,7 +299,19 @@ pub fn make_deterministic<'s>(sql: &'s str, env: &mut Env<'_>) -> Result<Cow<'s,
             return Ok(Cow::Borrowed(sql));
         }
     };
-    let Some(statement) = parse_first(sql) else {
+    let depth = nesting_bound(significant(&tokens).map(|t| Nesting::of(&t.token)));
+    if depth > NESTING_MAX {
+        tracing::debug!(
+            depth,
+            "statement nests too deeply to parse; checking its tokens only"
+        );
+        check_unparseable(&tokens).map_err(|rejected| match rejected {
+            Rejected::Unparseable { what } => Rejected::TooDeep { what },
+            other => other,
+        })?;
+        return Ok(Cow::Borrowed(sql));
+    }
+    let Some(statement) = parse_first(sql, &tokens) else {
         check_unparseable(&tokens)?;
         return Ok(Cow::Borrowed(sql));
     };
@@ -494,8 +530,12 @@ fn first_word(tokens: &[TokenWithSpan]) -> Option<String> {
 ///
 /// `Parser::parse_sql` is not used: it stops silently at a stray `END` after a
 /// statement (`SELECT 1 END` parses as `SELECT 1`), and it fails on the whole
-/// string if any later statement fails.
-fn parse_first(sql: &str) -> Option<Statement> {
+/// string if any later statement fails. `tokens` are `sql`'s: text nested
+/// deeper than [`NESTING_MAX`] is not parsed.
+fn parse_first(sql: &str, tokens: &[TokenWithSpan]) -> Option<Statement> {
+    if nesting_bound(significant(tokens).map(|t| Nesting::of(&t.token))) > NESTING_MAX {
+        return None;
+    }
     let dialect = SQLiteDialect {};
     let mut parser = Parser::new(&dialect).try_with_sql(sql).ok()?;
     while parser.consume_token(&Token::SemiColon) {}
@@ -504,6 +544,97 @@ fn parse_first(sql: &str) -> Option<Statement> {
         Token::SemiColon | Token::EOF => Some(statement),
         _ => None,
     }
+}
+
+/// Whether sqlparser's tree of `sql` could nest deeper than [`NESTING_MAX`]
+/// (see `nesting_bound`): such text must not be given to sqlparser, as
+/// dropping the tree could overflow the stack. Text that does not tokenize
+/// is not too deep: sqlparser stops before building a tree.
+pub fn nests_too_deeply(sql: &str) -> bool {
+    tokenize(sql).is_ok_and(|tokens| {
+        nesting_bound(significant(&tokens).map(|t| Nesting::of(&t.token))) > NESTING_MAX
+    })
+}
+
+/// What a token does to the nesting that [`nesting_bound`] measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Nesting {
+    /// `(` or `[`.
+    Open,
+    /// `)` or `]`.
+    Close,
+    /// `,` or `;`: ends one item of a list.
+    Separator,
+    /// Anything else.
+    Other,
+}
+
+impl Nesting {
+    fn of(token: &Token) -> Nesting {
+        match token {
+            Token::LParen | Token::LBracket => Nesting::Open,
+            Token::RParen | Token::RBracket => Nesting::Close,
+            Token::Comma | Token::SemiColon => Nesting::Separator,
+            _ => Nesting::Other,
+        }
+    }
+}
+
+/// An upper bound, in tokens, on how deep a parser's tree of the text can be:
+/// the most tokens on any path from the top into nested parentheses, where a
+/// path counts every token of each list item it passes through (tokens after
+/// a nested group count too: `(a) + b + c` nests `a` under two additions),
+/// plus one per parenthesis.
+///
+/// Counted without recursion, so it is safe on any input. Each level of an
+/// expression chain takes at least one token, so the tree is at most a small
+/// constant times deeper than this (nodes such as a query around its select
+/// come without tokens of their own).
+pub(crate) fn nesting_bound(tokens: impl Iterator<Item = Nesting>) -> usize {
+    /// One open parenthesis (or the top level).
+    #[derive(Default)]
+    struct Level {
+        /// Tokens of the current item.
+        tokens: usize,
+        /// The deepest group nested in the current item.
+        deepest_group: usize,
+        /// The deepest of the items already closed at this level.
+        deepest_item: usize,
+    }
+    impl Level {
+        fn close_item(&mut self) {
+            self.deepest_item = self.deepest_item.max(self.tokens + self.deepest_group);
+            self.tokens = 0;
+            self.deepest_group = 0;
+        }
+        fn close(mut self) -> usize {
+            self.close_item();
+            self.deepest_item + 1
+        }
+    }
+    // Invariant: never empty; the first level is the top.
+    let mut levels = vec![Level::default()];
+    for token in tokens {
+        match token {
+            Nesting::Open => levels.push(Level::default()),
+            Nesting::Close if levels.len() > 1 => {
+                let depth = levels.pop().map_or(0, Level::close);
+                let parent = levels.last_mut().expect("the top level stays");
+                parent.deepest_group = parent.deepest_group.max(depth);
+            }
+            Nesting::Close | Nesting::Other => {
+                levels.last_mut().expect("the top level stays").tokens += 1;
+            }
+            Nesting::Separator => levels.last_mut().expect("the top level stays").close_item(),
+        }
+    }
+    // Parentheses left open close at the end of the text.
+    while levels.len() > 1 {
+        let depth = levels.pop().map_or(0, Level::close);
+        let parent = levels.last_mut().expect("the top level stays");
+        parent.deepest_group = parent.deepest_group.max(depth);
+    }
+    levels.pop().map_or(0, Level::close)
 }
 
 /// An unqualified function name, lower-cased, with where it starts in the text.
@@ -977,32 +1108,61 @@ impl Visitor for Planner<'_, '_> {
 // ---------------------------------------------------------------------------
 // Applying the rewrite to the text
 
+/// Characters between two checkpoints of [`LineIndex`].
+const CHECKPOINT_CHARS: usize = 64;
+
 /// Byte offsets of token locations (1-based line and column, columns in chars).
+///
+/// A location is found from a checkpoint every [`CHECKPOINT_CHARS`]
+/// characters, not by walking its line from the start: a long one-line
+/// `INSERT ... VALUES` with a `random()` in each of 100 000 rows would
+/// otherwise take minutes (every edit walking the line again).
 struct LineIndex<'s> {
     sql: &'s str,
-    /// Byte offset where each line starts.
-    starts: Vec<usize>,
+    /// The index (in chars) of the first character of each line.
+    line_starts: Vec<usize>,
+    /// The byte offset of every [`CHECKPOINT_CHARS`]-th character.
+    checkpoints: Vec<usize>,
+    /// How many characters `sql` has.
+    chars: usize,
 }
 
 impl<'s> LineIndex<'s> {
     fn new(sql: &'s str) -> Self {
-        let mut starts = vec![0];
-        starts.extend(sql.match_indices('\n').map(|(i, _)| i + 1));
-        LineIndex { sql, starts }
+        let mut line_starts = vec![0];
+        let mut checkpoints = Vec::with_capacity(sql.len() / CHECKPOINT_CHARS + 1);
+        let mut chars = 0;
+        for (byte, c) in sql.char_indices() {
+            if chars % CHECKPOINT_CHARS == 0 {
+                checkpoints.push(byte);
+            }
+            chars += 1;
+            if c == '\n' {
+                line_starts.push(chars);
+            }
+        }
+        LineIndex {
+            sql,
+            line_starts,
+            checkpoints,
+            chars,
+        }
     }
 
     fn offset(&self, at: Location) -> Option<usize> {
         let line_start = *self
-            .starts
+            .line_starts
             .get(usize::try_from(at.line).ok()?.checked_sub(1)?)?;
         let column = usize::try_from(at.column).ok()?.checked_sub(1)?;
-        let rest = &self.sql[line_start..];
-        let within = match rest.char_indices().nth(column) {
-            Some((i, _)) => i,
-            None if rest.chars().count() == column => rest.len(),
-            None => return None,
-        };
-        Some(line_start + within)
+        let target = line_start.checked_add(column)?;
+        if target >= self.chars {
+            return (target == self.chars).then_some(self.sql.len());
+        }
+        let base = *self.checkpoints.get(target / CHECKPOINT_CHARS)?;
+        let (within, _) = self.sql[base..]
+            .char_indices()
+            .nth(target % CHECKPOINT_CHARS)?;
+        Some(base + within)
     }
 }
 
@@ -1707,6 +1867,33 @@ mod tests {
     }
 
     #[test]
+    fn many_rewrites_in_one_long_statement_take_linear_time() {
+        // Found by tests/fuzz_determinism.rs: every edit walked its line from
+        // the start, so 100 000 rows of `(random())` on one line took minutes.
+        let rows = 100_000;
+        let row = |i: usize| {
+            if i % 7 == 6 {
+                "\n('é🦀', random())"
+            } else {
+                "('é🦀', random())"
+            }
+        };
+        let sql = format!(
+            "INSERT INTO t VALUES {}",
+            (0..rows).map(row).collect::<Vec<_>>().join(", ")
+        );
+        let started = std::time::Instant::now();
+        let out = rewrite(&sql).unwrap();
+        let secs = started.elapsed().as_secs_f64();
+        let expected = (0..rows)
+            .map(|i| row(i).replace("random()", &format!("({})", i + 1)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        assert_eq!(out, format!("INSERT INTO t VALUES {expected}"));
+        assert!(secs < 30.0, "{rows} rewrites took {secs:.1}s");
+    }
+
+    #[test]
     fn only_the_rewritten_calls_change_in_the_text() {
         // sqlparser's Display would print 0x10 as X'10', a blob in SQLite.
         let sql = "/* keep */ INSERT INTO t(a, b, c)\r\n  VALUES (0x10, 'héllo — ✓',\n\tCURRENT_DATE) -- tail";
@@ -1860,7 +2047,7 @@ mod tests {
             "SELECT 'unterminated",
         ] {
             assert_eq!(
-                parse_first(sql),
+                parse_first(sql, &tokenize(sql).unwrap_or_default()),
                 None,
                 "{sql} parses now; pick another example"
             );
@@ -1910,6 +2097,55 @@ mod tests {
     }
 
     // --- classify --------------------------------------------------------------
+
+    #[test]
+    fn statements_nested_too_deeply_are_checked_by_their_tokens_only() {
+        // Found by tests/fuzz_determinism.rs: sqlparser parsed a chain of
+        // 100 000 additions, and dropping its tree overflowed the stack.
+        let chain = " + 1".repeat(100_000);
+        let deep = format!("SELECT 1{chain}");
+        assert!(nests_too_deeply(&deep));
+        assert_eq!(classify(&deep), Kind::Unknown);
+        assert_untouched(&deep);
+        let with_random = format!("INSERT INTO t VALUES (random(){chain})");
+        match rewrite(&with_random) {
+            Err(Rejected::TooDeep { what }) => assert_eq!(what, "random()"),
+            other => panic!("{other:?}"),
+        }
+        let message = Rejected::TooDeep {
+            what: "random()".into(),
+        }
+        .to_string();
+        assert!(message.contains("split the expression"), "{message}");
+        let shallow = format!("SELECT 1{}", " + 1".repeat(1000));
+        assert!(!nests_too_deeply(&shallow));
+        assert_eq!(classify(&shallow), Kind::Read);
+        assert_eq!(
+            rewrite(&format!("SELECT random(){}", " + 1".repeat(1000))).unwrap(),
+            format!("SELECT (1){}", " + 1".repeat(1000))
+        );
+    }
+
+    #[test]
+    fn nesting_bound_counts_every_token_on_the_deepest_path() {
+        let bound = |sql: &str| {
+            let tokens = tokenize(sql).unwrap();
+            nesting_bound(significant(&tokens).map(|t| Nesting::of(&t.token)))
+        };
+        assert_eq!(bound(""), 1);
+        assert_eq!(bound("SELECT 1"), 3);
+        // Tokens after a group count for it: `(1)` is under two additions.
+        assert_eq!(bound("SELECT (1) + 1 + 1"), 8);
+        assert_eq!(bound("SELECT a, (b), c"), 3);
+        assert_eq!(bound("SELECT 1; SELECT 2"), 3);
+        // Unbalanced parentheses close at the end; a stray `)` is a token.
+        assert_eq!(bound("SELECT ((1"), 5);
+        assert_eq!(bound("SELECT 1)"), 4);
+        assert_eq!(
+            bound(&format!("SELECT {}1{}", "(".repeat(40), ")".repeat(40))),
+            43
+        );
+    }
 
     #[test]
     fn classify_reads_writes_and_unknowns() {

@@ -68,7 +68,7 @@
 //! sequence's position in the same transaction as the applied index and
 //! puts the sequences back there when it opens (see `postgres.rs`).
 
-use crate::determinism::{Env, Kind};
+use crate::determinism::{nesting_bound, Env, Kind, Nesting, NESTING_MAX};
 use crate::pg_lex::{lex, significant, splice, word_upper, Tok, Token};
 use std::borrow::Cow;
 use std::ops::ControlFlow;
@@ -366,8 +366,19 @@ fn has_side_effects(query: &Statement) -> bool {
 
 /// The first statement, parsed with rqlite's placeholders made parseable
 /// (`?` becomes `0`, `:name` becomes `$name`: same lengths, same positions).
+/// Text nested deeper than [`NESTING_MAX`] is not parsed: sqlparser's tree
+/// of it would overflow the stack when dropped.
 fn parse_first(sql: &str) -> Option<Statement> {
     let tokens = lex(sql);
+    let nesting = significant(&tokens).into_iter().map(|t| match t.tok {
+        Tok::Punct('(' | '[') => Nesting::Open,
+        Tok::Punct(')' | ']') => Nesting::Close,
+        Tok::Punct(',' | ';') => Nesting::Separator,
+        _ => Nesting::Other,
+    });
+    if nesting_bound(nesting) > NESTING_MAX {
+        return None;
+    }
     let mut edits: Vec<(std::ops::Range<usize>, String)> = tokens
         .iter()
         .filter_map(|t| match &t.tok {
@@ -429,8 +440,16 @@ pub fn make_deterministic<'s>(sql: &'s str, env: &mut Env<'_>) -> Result<Cow<'s,
                 )
             }));
     let clock = Clock::new(env.unix_ms)?;
-    let mut edits = Vec::new();
+    let mut edits: Vec<(std::ops::Range<usize>, String)> = Vec::new();
+    // Where the last edit ends: a clock call inside the parentheses of
+    // another (`now(current_date)`, `current_time(now())`) goes with the
+    // outer call's replacement, so edits never overlap, and nested calls are
+    // not scanned again for each level.
+    let mut covered_until = 0;
     for (i, t) in sig.iter().enumerate() {
+        if let Some((last, _)) = edits.last() {
+            covered_until = last.end;
+        }
         match &t.tok {
             Tok::Word => {
                 let name = t.text(sql).to_ascii_lowercase();
@@ -453,6 +472,9 @@ pub fn make_deterministic<'s>(sql: &'s str, env: &mut Env<'_>) -> Result<Cow<'s,
                         return Err(refuse(&format!("{name}()"), why));
                     }
                 }
+                if start < covered_until {
+                    continue;
+                }
                 if CLOCK_CALLS.contains(&name.as_str()) && call {
                     let end = closing_paren(&sig, i + 1).ok_or_else(|| unbalanced(&name))?;
                     let text = clock.rewrite("current_timestamp", None, run_now);
@@ -474,7 +496,9 @@ pub fn make_deterministic<'s>(sql: &'s str, env: &mut Env<'_>) -> Result<Cow<'s,
             }
             Tok::Str(value) => {
                 if let Some(edit) = clock_string(sql, &sig, i, value, &clock)? {
-                    edits.push((t.range.clone(), edit));
+                    if t.range.start >= covered_until {
+                        edits.push((t.range.clone(), edit));
+                    }
                 }
             }
             Tok::Dollar(body) if body_statement => check_body(body)?,
@@ -806,6 +830,58 @@ mod tests {
         ] {
             assert!(forbidden(sql).is_none(), "{sql}");
         }
+    }
+
+    #[test]
+    fn a_clock_call_inside_another_goes_with_the_outer_replacement() {
+        // Found by tests/fuzz_determinism.rs: the inner call's edit overlapped
+        // the outer call's and splicing them panicked.
+        assert_eq!(
+            det("SELECT now(current_timestamp)").unwrap(),
+            "SELECT ('2023-11-14 22:13:20.123+00'::timestamp with time zone)"
+        );
+        assert_eq!(
+            det("SELECT gen_random_uuid(now())").unwrap(),
+            "SELECT paxsql.uuid()"
+        );
+        // A precision is copied (without spaces); PostgreSQL refuses one that
+        // is not a number, alike on every replica.
+        assert_eq!(
+            det("DELETE FROM t WHERE LOCALTIMESTAMP(DATE 'YESTERDAY')").unwrap(),
+            "DELETE FROM t WHERE ('2023-11-14 22:13:20.123'::timestamp(DATE'YESTERDAY'))"
+        );
+        assert_eq!(
+            det("SELECT current_time(now())").unwrap(),
+            "SELECT ('22:13:20.123+00'::time(now()) with time zone)"
+        );
+        // Nested calls are scanned once, not once per level: 100 000 levels
+        // of now( took a minute, and 10 000 of current_time( took seconds,
+        // copying the inner text again for each level.
+        let n = 100_000;
+        let nested = format!("SELECT {}1{}", "now(".repeat(n), ")".repeat(n));
+        assert_eq!(
+            det(&nested).unwrap(),
+            "SELECT ('2023-11-14 22:13:20.123+00'::timestamp with time zone)"
+        );
+        let nested = format!("SELECT {}1{}", "current_time(".repeat(n), ")".repeat(n));
+        let out = det(&nested).unwrap();
+        assert!(
+            out.starts_with("SELECT ('22:13:20.123+00'::time(current_time(current_time("),
+            "{}",
+            &out[..100]
+        );
+        assert!(out.len() < nested.len() + 100, "{}", out.len());
+    }
+
+    #[test]
+    fn statements_nested_too_deeply_are_not_parsed() {
+        // sqlparser drops its tree by recursion: the tree of this chain
+        // overflowed a 2 MiB stack (found with the SQLite dialect).
+        let deep = format!("SELECT 1{}", " + 1".repeat(100_000));
+        assert_eq!(classify(&deep), Kind::Unknown);
+        assert_eq!(det(&deep).unwrap(), deep);
+        let shallow = format!("SELECT 1{}", " + 1".repeat(1000));
+        assert_eq!(classify(&shallow), Kind::Read);
     }
 
     #[test]

@@ -115,8 +115,9 @@ impl RequestError {
     /// A request that timed out, and what the client should do about it.
     pub fn timeout(what: &str) -> Self {
         RequestError::Unavailable(format!(
-            "{what} timed out: no quorum or no leader reachable from this node; \
-             retry with the same request id (it is applied at most once)"
+            "{what} timed out: this node got no answer from its group in time (no quorum or \
+             no leader reachable, or the group is busy); retry with the same request id \
+             (it is applied at most once)"
         ))
     }
 }
