@@ -21,20 +21,15 @@
 //! new one each run) choose the run; a failure prints the command that
 //! replays it.
 
-use paxsql_pgwire::{serve, Db, PgConfig};
-use paxsql_sql::{Applied, SqlEngine, SqliteEngine, SqliteOptions};
-use paxsql_types::{
-    ApplyEnv, Entry, Proposal, ReadLevel, RequestError, RequestId, Response, Statement,
-    WriteRequest,
-};
-use std::future::Future;
+mod common;
+
+use common::{connect, server};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_postgres::types::Type;
-use tokio_postgres::{Client, NoTls};
 
 const CASES_DEFAULT: usize = 5000;
 /// How long the server may take to answer one case and close.
@@ -44,99 +39,6 @@ const GSS_REQUEST_CODE: u32 = 80_877_104;
 const CANCEL_REQUEST_CODE: u32 = 80_877_102;
 
 // ---------------------------------------------------------------- the server
-
-/// One SQLite engine standing in for the cluster (as in `protocol.rs`).
-struct OneEngine {
-    engine: Mutex<(SqliteEngine, u64)>,
-    _dir: tempfile::TempDir,
-}
-
-impl OneEngine {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let engine =
-            SqliteEngine::open(&dir.path().join("db.sqlite"), SqliteOptions::default()).unwrap();
-        OneEngine {
-            engine: Mutex::new((engine, 0)),
-            _dir: dir,
-        }
-    }
-
-    fn apply(&self, stmts: Vec<Statement>, transaction: bool) -> Result<Response, RequestError> {
-        let mut guard = self.engine.lock().unwrap();
-        let (engine, n) = &mut *guard;
-        *n += 1;
-        let index = engine.applied_index();
-        let entry = Entry {
-            proposals: vec![Proposal::Write(WriteRequest {
-                id: RequestId(format!("fuzz-{n}")),
-                stmts,
-                transaction,
-                env: ApplyEnv {
-                    unix_ms: 0,
-                    seed: 1,
-                },
-            })],
-        };
-        let applied = engine.apply(index, &entry).unwrap();
-        match applied.into_iter().next() {
-            Some(Applied::Write { results, .. }) => Ok(Response {
-                results,
-                index: engine.applied_index(),
-            }),
-            other => panic!("unexpected {other:?}"),
-        }
-    }
-}
-
-impl Db for OneEngine {
-    fn write(
-        &self,
-        stmts: Vec<Statement>,
-        transaction: bool,
-    ) -> impl Future<Output = Result<Response, RequestError>> + Send {
-        let r = self.apply(stmts, transaction);
-        async move { r }
-    }
-
-    fn read(
-        &self,
-        stmts: Vec<Statement>,
-        _level: ReadLevel,
-        _timeout: Option<Duration>,
-    ) -> impl Future<Output = Result<Response, RequestError>> + Send {
-        let mut guard = self.engine.lock().unwrap();
-        let (engine, _) = &mut *guard;
-        let r = Ok(Response {
-            results: engine.query(&stmts),
-            index: engine.applied_index(),
-        });
-        async move { r }
-    }
-}
-
-async fn server() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(serve(
-        listener,
-        OneEngine::new(),
-        PgConfig::default(),
-        std::future::pending(),
-    ));
-    port
-}
-
-async fn connect(port: u16) -> Client {
-    let (client, conn) = tokio_postgres::connect(
-        &format!("host=127.0.0.1 port={port} user=fuzz dbname=fuzz"),
-        NoTls,
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
-    client
-}
 
 // ------------------------------------------------------------ panic counting
 
