@@ -23,8 +23,6 @@ pub(crate) const READ_ALL: &str = "SELECT k, v FROM kv ORDER BY k";
 const WRITE_KV_RUNAWAY: &str = "INSERT INTO kv (k, v) VALUES (?1, ?2 + (WITH RECURSIVE \
     c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c)) \
     ON CONFLICT(k) DO UPDATE SET v = excluded.v";
-/// Share of writes that are runaways.
-const RUNAWAY_SHARE: f64 = 0.05;
 const SETUP: [&str; 3] = [
     "CREATE TABLE kv (k INTEGER PRIMARY KEY, v INTEGER NOT NULL)",
     "CREATE TABLE ops (req TEXT NOT NULL)",
@@ -205,11 +203,10 @@ impl Sim {
             // A runaway must fail on every replica alike (the budget), so
             // it is a write that is never applied; the checkers catch it
             // otherwise (a value nobody wrote, or replicas that differ).
-            let write_kv = if self.rng.chance(RUNAWAY_SHARE) {
-                WRITE_KV_RUNAWAY
-            } else {
-                WRITE_KV
-            };
+            let percent = self.cfg.runaways_percent;
+            let runaway = percent > 0 && self.rng.below(100) < u64::from(percent);
+            self.stats.runaways += u64::from(runaway);
+            let write_kv = if runaway { WRITE_KV_RUNAWAY } else { WRITE_KV };
             let req = ClientRequest::Write {
                 id: RequestId(id.clone()),
                 stmts: vec![

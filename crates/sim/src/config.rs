@@ -24,6 +24,10 @@ pub struct SimConfig {
     /// Applied entries above the trimmed prefix that make a replica persist
     /// its database and trim its log; `None` lets the seed choose (5..=40).
     pub snapshot_entries: Option<u64>,
+    /// Percent of writes that are runaways (an endless statement only the
+    /// statement budget ends); 0: none, and the seed's schedule is the one
+    /// it had before runaways existed.
+    pub runaways_percent: u8,
     /// How much of the run to write down.
     pub trace: TraceLevel,
 }
@@ -39,6 +43,7 @@ impl SimConfig {
             faults: true,
             heal_ticks_max: 3000,
             snapshot_entries: None,
+            runaways_percent: 0,
             trace: TraceLevel::Off,
         }
     }
@@ -63,6 +68,9 @@ impl SimConfig {
         }
         if let Some(n) = self.snapshot_entries {
             cmd.push_str(&format!(" --snapshot-entries {n}"));
+        }
+        if self.runaways_percent > 0 {
+            cmd.push_str(&format!(" --runaways {}", self.runaways_percent));
         }
         cmd.push_str(" --trace");
         cmd

@@ -42,6 +42,10 @@ struct Args {
     /// its log (default: the seed chooses, 5..=40; 8192 is production's).
     #[arg(long)]
     snapshot_entries: Option<u64>,
+    /// Percent of writes that are runaways, ended only by the statement
+    /// budget (default 0).
+    #[arg(long, value_name = "PERCENT", default_value_t = 0)]
+    runaways: u8,
     /// Print the run's events (with --seed).
     #[arg(long)]
     trace: bool,
@@ -99,6 +103,7 @@ fn main() -> ExitCode {
     cfg.faults = !args.no_faults;
     cfg.heal_ticks_max = args.heal_ticks;
     cfg.snapshot_entries = args.snapshot_entries;
+    cfg.runaways_percent = args.runaways.min(100);
     if let Some(seed) = args.seed {
         return one_seed(cfg, seed, &args);
     }

@@ -60,6 +60,10 @@ pub struct Stats {
     pub snapshots_installed: u64,
     /// Database images sent to a peer (each transfer started), all nodes.
     pub snapshots_sent: u64,
+    /// Runaway writes sent (`--runaways`).
+    pub runaways: u64,
+    /// Runaway writes that ended with the statement budget's error.
+    pub runaways_stopped: u64,
 }
 
 /// The outcome of one run.
@@ -127,7 +131,7 @@ pub(crate) struct Sim {
     log_matching: LogMatching,
     divergence: Divergence,
     pub(crate) phase: Phase,
-    stats: Stats,
+    pub(crate) stats: Stats,
     /// (role, leader, ballot) of each node at the last look.
     roles: BTreeMap<u64, (Role, Option<u64>, u32)>,
     /// A crash waiting for its node to have unsynced log bytes, until a
@@ -911,7 +915,12 @@ impl Sim {
         for op in &self.history.ops {
             match op.outcome {
                 Outcome::Written | Outcome::Read(_) => self.stats.ok += 1,
-                Outcome::Fail(_) => self.stats.failed += 1,
+                Outcome::Fail(ref why) => {
+                    self.stats.failed += 1;
+                    if why.starts_with("statement budget exceeded") {
+                        self.stats.runaways_stopped += 1;
+                    }
+                }
                 Outcome::Info(_) | Outcome::Pending => self.stats.unknown += 1,
             }
         }

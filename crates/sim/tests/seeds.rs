@@ -130,6 +130,23 @@ fn five_node_clusters_keep_every_invariant() {
     all_pass("200 five-node seeds x 400 ticks", cfg, 2_000_000..2_000_200);
 }
 
+/// Runaway writes (an endless statement in one write of ten) under every
+/// fault: each ends by the statement budget, alike on every replica, and
+/// every invariant holds.
+#[test]
+fn runaway_writes_fail_alike_on_every_replica() {
+    let mut cfg = SimConfig::new(0);
+    cfg.runaways_percent = 10;
+    let label = "100 seeds x 400 ticks with runaways";
+    let results = run_range(label, &cfg, 3_000_000..3_000_100);
+    assert_all_passed(label, &results);
+    let sent: u64 = results.iter().map(|r| r.stats.runaways).sum();
+    let stopped: u64 = results.iter().map(|r| r.stats.runaways_stopped).sum();
+    eprintln!("runaway writes: {sent} sent, {stopped} stopped by the budget");
+    assert!(stopped > 50, "{sent} sent, {stopped} stopped");
+    assert!(stopped <= sent);
+}
+
 #[test]
 fn without_faults_every_operation_succeeds() {
     for seed in 0..20 {
