@@ -197,6 +197,85 @@ struct Inner {
     links: Arc<Links>,
     /// Admits reads: one permit per read running or queued on this node.
     read_permits: Arc<tokio::sync::Semaphore>,
+    /// Admits writes by a dry run, on a PostgreSQL cluster only.
+    admission: Option<Admission>,
+}
+
+/// Dry runs of writes before the log on a PostgreSQL cluster
+/// ([`paxsql_sql::PostgresAdmission`]; docs/architecture.md, "Runaway
+/// statements on PostgreSQL"): a write whose statement runs past the time
+/// the statement budget buys is refused before it could run away on every
+/// replica. SQLite needs none: its budget counts work alike everywhere.
+#[derive(Debug)]
+struct Admission {
+    /// Dry-run threads on this node's replica of group 0 (the only group).
+    pool: paxsql_sql::PostgresAdmission,
+}
+
+/// Dry-run threads per node, each with a connection of its own.
+const DRY_RUN_CONNECTIONS: usize = 2;
+
+/// Writes waiting for a dry run on a node at most; more are refused as
+/// overloaded.
+const DRY_RUN_QUEUE_MAX: usize = 1024;
+
+impl Admission {
+    fn open(cfg: &NodeConfig) -> Result<Option<Admission>, StartError> {
+        let EngineChoice::Postgres { url } = &cfg.engine else {
+            return Ok(None);
+        };
+        let database = paxsql_sql::database_name(&cfg.cluster, cfg.id.0, 0);
+        let pool = paxsql_sql::PostgresAdmission::start(
+            url,
+            &database,
+            cfg.request_timeout,
+            DRY_RUN_CONNECTIONS,
+            DRY_RUN_QUEUE_MAX,
+        )
+        .map_err(|e| StartError::Open {
+            group: GroupId(0),
+            reason: e.to_string(),
+        })?;
+        Ok(Some(Admission { pool }))
+    }
+
+    /// Waits for the write's dry run (on the dry-run threads; this task
+    /// only awaits the verdict, at most `wait`); the statements come back
+    /// for the log when the write is admitted.
+    async fn admit(
+        &self,
+        stmts: Vec<Statement>,
+        wait: Duration,
+    ) -> Result<Vec<Statement>, RequestError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let queued = self.pool.submit(stmts, move |admitted| {
+            let _ = tx.send(admitted);
+        });
+        let (stmts, verdict) = match queued {
+            Err(refused) => refused,
+            Ok(()) => match tokio::time::timeout(wait, rx).await {
+                Ok(Ok(admitted)) => admitted,
+                Ok(Err(_)) => {
+                    return Err(RequestError::Unavailable(
+                        "the write's dry run stopped; retry".into(),
+                    ))
+                }
+                Err(_) => {
+                    return Err(RequestError::Unavailable(format!(
+                        "the write's dry run did not end within {} ms (the dry runs of \
+                         other writes before it took long); it was not applied; retry",
+                        wait.as_millis()
+                    )))
+                }
+            },
+        };
+        match verdict {
+            Ok(()) => Ok(stmts),
+            Err(paxsql_sql::Refused::OverBudget(m)) => Err(RequestError::BadRequest(m)),
+            Err(paxsql_sql::Refused::Unavailable(m)) => Err(RequestError::Unavailable(m)),
+            Err(paxsql_sql::Refused::Busy(m)) => Err(RequestError::Overloaded(m)),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -358,6 +437,7 @@ pub async fn start(mut cfg: NodeConfig) -> Result<NodeHandle, StartError> {
         Arc::clone(&links),
     ));
     let cfg_reads_max = cfg.reads_max.max(1);
+    let admission = Admission::open(&cfg)?;
     Ok(NodeHandle {
         inner: Arc::new(Inner {
             cfg,
@@ -366,6 +446,7 @@ pub async fn start(mut cfg: NodeConfig) -> Result<NodeHandle, StartError> {
             groups,
             links,
             read_permits: Arc::new(tokio::sync::Semaphore::new(cfg_reads_max)),
+            admission,
         }),
     })
 }
@@ -611,7 +692,8 @@ impl NodeHandle {
         GroupId(0)
     }
 
-    /// Runs statements through the log.
+    /// Runs statements through the log (on PostgreSQL, after a dry run
+    /// admitted them: see `Admission`).
     pub async fn write(
         &self,
         stmts: Vec<Statement>,
@@ -621,6 +703,24 @@ impl NodeHandle {
         if stmts.is_empty() {
             return Err(RequestError::BadRequest("no statements given".into()));
         }
+        let started = std::time::Instant::now();
+        let group = self.group_for(&stmts);
+        let admitted = match &self.inner.admission {
+            None => Ok(stmts),
+            // A stopped group's replica says so, rather than its dry run.
+            Some(admission) => match self.running(group) {
+                Ok(()) => admission.admit(stmts, self.inner.cfg.request_timeout).await,
+                Err(e) => Err(e),
+            },
+        };
+        let stmts = match admitted {
+            Ok(stmts) => stmts,
+            Err(e) => {
+                let refused = Err(e);
+                metrics::record_request("write", "-", &refused, started.elapsed());
+                return refused;
+            }
+        };
         let id = id.unwrap_or_else(|| self.fresh_request_id());
         let env = ApplyEnv {
             unix_ms: SystemTime::now()
@@ -629,14 +729,12 @@ impl NodeHandle {
                 .unwrap_or(0),
             seed: rand::random(),
         };
-        let group = self.group_for(&stmts);
         let req = ClientRequest::Write {
             id,
             stmts,
             transaction,
             env,
         };
-        let started = std::time::Instant::now();
         let result = self.call(group, req).await;
         metrics::record_request("write", "-", &result, started.elapsed());
         result
@@ -817,13 +915,8 @@ impl NodeHandle {
         req: ClientRequest,
         timeout: Duration,
     ) -> Result<Response, RequestError> {
+        self.running(group)?;
         let handle = &self.inner.groups[&group];
-        if let Some(reason) = handle.health.failure() {
-            return Err(RequestError::Unavailable(format!(
-                "group {group} stopped on this node: {reason}; see /status, and restart the \
-                 node once the cause is fixed"
-            )));
-        }
         let (reply, rx) = tokio::sync::oneshot::channel();
         let deadline = std::time::Instant::now() + timeout;
         match handle.tx.try_send(GroupInput::Client {
@@ -853,6 +946,18 @@ impl NodeHandle {
                 "group {group} has stopped"
             ))),
             Err(_) => Err(self.why_no_answer(group)),
+        }
+    }
+
+    /// Whether a group still runs on this node; if it stopped, the error
+    /// every request to it gets.
+    fn running(&self, group: GroupId) -> Result<(), RequestError> {
+        match self.inner.groups[&group].health.failure() {
+            None => Ok(()),
+            Some(reason) => Err(RequestError::Unavailable(format!(
+                "group {group} stopped on this node: {reason}; see /status, and restart the \
+                 node once the cause is fixed"
+            ))),
         }
     }
 

@@ -314,3 +314,150 @@ fn twenty_concurrent_hundred_megabyte_results_are_refused_within_a_memory_bound(
     // The node still serves.
     write_everywhere(&c, 9);
 }
+
+// ---------------------------------------------------------------------------
+// PostgreSQL counts no steps: the node that receives a write runs it first
+// in a transaction that is rolled back, under the time the budget buys, and
+// refuses it before the log if it runs past that (docs/architecture.md,
+// "Runaway statements on PostgreSQL"). Reads run on reader connections.
+
+fn setup_postgres(c: &Cluster) {
+    c.execute(
+        1,
+        json!([
+            "CREATE TABLE t (id SERIAL PRIMARY KEY, a INT)",
+            "INSERT INTO t (a) VALUES (1), (2), (3)"
+        ]),
+    );
+}
+
+#[test]
+fn a_runaway_write_on_postgres_is_refused_before_the_log_and_the_cluster_goes_on() {
+    let c = Cluster::start_engine(3, common::Engine::Postgres);
+    setup_postgres(&c);
+    let before = c.rows(1, ALL, "linearizable");
+    let index_before = c.status(1).unwrap()["groups"][0]["applied_index"].clone();
+
+    let started = Instant::now();
+    let (code, body) = c
+        .post(2, "/db/execute", &json!([RUNAWAY_UPDATE]).to_string())
+        .unwrap();
+    let took = started.elapsed();
+    assert_eq!(code, 400, "{body}");
+    let error = body["error"].as_str().unwrap_or_default();
+    assert!(
+        error.starts_with("statement budget exceeded") && error.contains("STATEMENT_BUDGET"),
+        "{error}"
+    );
+    // The default budget buys one second of dry run.
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    eprintln!("runaway refused in {took:?}");
+    // Nothing entered the log.
+    assert_eq!(
+        c.status(1).unwrap()["groups"][0]["applied_index"],
+        index_before
+    );
+    c.wait_converged(ALL, &before);
+
+    // Writes at every node work, and every replica numbers the rows the
+    // same although each node's dry runs took numbers from the sequence.
+    let slowest = write_everywhere(&c, 10);
+    eprintln!("then the slowest write took {slowest:?}");
+    let after = c.rows(1, ALL, "linearizable");
+    assert_eq!(after.len(), before.len() + 3);
+    c.wait_converged(ALL, &after);
+    for id in 1..=3 {
+        let status = c.status(id).unwrap();
+        assert!(status["groups"][0]["failure"].is_null(), "{status}");
+        assert_eq!(
+            status["groups"][0]["statement_budget"],
+            json!(100_000_000),
+            "{status}"
+        );
+    }
+}
+
+#[test]
+fn the_statement_budget_is_a_replicated_setting_on_postgres_too() {
+    let c = Cluster::start_engine(3, common::Engine::Postgres);
+    setup_postgres(&c);
+    // 20,000 steps buy the shortest time budget, 10 ms.
+    c.execute(2, json!(["SET PAXSQL STATEMENT_BUDGET = 20000"]));
+    for id in 1..=3 {
+        let show = c.rows(id, "SHOW PAXSQL STATEMENT_BUDGET", "linearizable");
+        assert_eq!(show[0][0], json!(20_000));
+    }
+    // A statement of about a fifth of a second is refused ...
+    let heavy = "UPDATE t SET a = (SELECT count(*)::int FROM generate_series(1, 2000000)) \
+                 WHERE id = 1";
+    let (code, body) = c
+        .post(1, "/db/execute", &json!([heavy]).to_string())
+        .unwrap();
+    assert_eq!(code, 400, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("statement budget exceeded")),
+        "{body}"
+    );
+    // ... and runs once the budget buys ten seconds — at a node whose
+    // replica applied the change (its dry runs read the budget there).
+    c.execute(3, json!(["SET PAXSQL STATEMENT_BUDGET = 1000000000"]));
+    let show = c.rows(1, "SHOW PAXSQL STATEMENT_BUDGET", "linearizable");
+    assert_eq!(show[0][0], json!(1_000_000_000));
+    c.execute(1, json!([heavy]));
+    let all = c.rows(1, ALL, "linearizable");
+    assert_eq!(all[0][1], json!(2_000_000));
+    c.wait_converged(ALL, &all);
+}
+
+#[test]
+fn runaway_reads_on_postgres_leave_writes_working() {
+    let c = Cluster::start_engine(3, common::Engine::Postgres);
+    setup_postgres(&c);
+    let leader = c.leader();
+    let other = (1..=3).find(|&n| n != leader).unwrap();
+    std::thread::scope(|s| {
+        let mut readers = Vec::new();
+        for level in ["local", "leader", "linearizable"] {
+            for node in [leader, other] {
+                // More runaway reads than a group has readers (4).
+                for _ in 0..2 {
+                    let c = &c;
+                    readers.push(s.spawn(move || {
+                        let body = json!([RUNAWAY_SELECT]).to_string();
+                        let path = format!("/db/query?level={level}&timeout=2s");
+                        (level, node, c.post(node, &path, &body))
+                    }));
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        let slowest = write_everywhere(&c, 7);
+        eprintln!("writes during 12 runaway reads on PostgreSQL: slowest {slowest:?}");
+        for r in readers {
+            let (level, node, answer) = r.join().unwrap();
+            let (code, body) = answer.unwrap_or_else(|e| panic!("{level} at {node}: {e}"));
+            match code {
+                200 => {
+                    let e = first_error(&body).unwrap_or_else(|| panic!("{body}"));
+                    assert!(e.starts_with("read timeout"), "{level} at {node}: {e}");
+                }
+                503 => {
+                    let e = body["error"].as_str().unwrap_or_default();
+                    assert!(
+                        e.contains("busy") || e.contains("timeout") || e.contains("retry"),
+                        "{level} at {node}: {body}"
+                    );
+                }
+                other => panic!("{level} at {node}: {other} {body}"),
+            }
+        }
+    });
+    write_everywhere(&c, 8);
+    let all = c.rows(1, ALL, "linearizable");
+    c.wait_converged(ALL, &all);
+    for id in 1..=3 {
+        assert!(c.status(id).unwrap()["groups"][0]["failure"].is_null());
+    }
+}

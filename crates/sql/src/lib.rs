@@ -24,7 +24,9 @@ mod sqlite;
 mod vfs;
 
 pub use image::image_to_statements;
-pub use postgres::{database_name, PostgresEngine, PostgresOptions};
+pub use postgres::{
+    database_name, PostgresAdmission, PostgresEngine, PostgresOptions, PostgresReader, Refused,
+};
 pub use settings::Setting;
 pub use sqlite::{SqliteEngine, SqliteOptions, SqliteReader};
 
