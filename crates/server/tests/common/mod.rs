@@ -11,13 +11,30 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_paxsql");
 
-/// A free loopback port (bound and released; the window for a collision is tiny).
+/// A free loopback port, never the same twice in this process.
+///
+/// Ports come from 20000..32000, below Linux's ephemeral range (32768..),
+/// so neither another `free_port` call nor an outgoing connection's own
+/// port can take one between this check and the node's bind (asking the OS
+/// for port 0 twice can hand out the same port, which once gave a node the
+/// same port for two listeners).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        (std::process::id().wrapping_mul(7919)) % SPAN,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    loop {
+        let port = (FIRST + NEXT.fetch_add(1, Ordering::Relaxed) % SPAN) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 pub struct Node {
