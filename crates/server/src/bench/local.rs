@@ -70,15 +70,18 @@ impl LocalCluster {
     }
 }
 
-/// `n` distinct free loopback ports, all bound at once and then released
-/// (the window for another process to take one is small).
+/// `n` distinct free loopback ports from 20000..32000, below Linux's
+/// ephemeral range (32768..): a port the OS hands out for port 0, or to an
+/// outgoing connection, could be taken again before the node binds it.
 fn free_ports(n: usize) -> anyhow::Result<Vec<u16>> {
-    let listeners = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0"))
-        .collect::<Result<Vec<_>, _>>()
-        .context("finding free loopback ports")?;
-    listeners
-        .iter()
-        .map(|l| Ok(l.local_addr()?.port()))
-        .collect()
+    const FIRST: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    let start = std::process::id().wrapping_mul(7919) % SPAN;
+    let ports: Vec<u16> = (0..SPAN)
+        .map(|i| (FIRST + (start + i) % SPAN) as u16)
+        .filter(|&p| TcpListener::bind(("127.0.0.1", p)).is_ok())
+        .take(n)
+        .collect();
+    anyhow::ensure!(ports.len() == n, "finding {n} free loopback ports");
+    Ok(ports)
 }
