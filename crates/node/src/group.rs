@@ -94,6 +94,16 @@ impl Health {
         *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason);
     }
 
+    /// The error every request to a stopped group gets, if it stopped.
+    pub(crate) fn stopped(&self, group: GroupId) -> Option<RequestError> {
+        self.failure().map(|reason| {
+            RequestError::Unavailable(format!(
+                "group {group} stopped on this node: {reason}; see /status, and restart the \
+                 node once the cause is fixed"
+            ))
+        })
+    }
+
     /// Why the replica stopped, if it has.
     pub(crate) fn failure(&self) -> Option<String> {
         self.failure
@@ -144,8 +154,8 @@ impl<E: SqlEngine, S: LogStorage> GroupLoop<E, S> {
                 Err(RecvTimeoutError::Timeout) => None,
                 Err(RecvTimeoutError::Disconnected) => return,
             };
-            if let Some(reason) = self.health.failure() {
-                self.refuse_all(first, &reason);
+            if self.health.failure().is_some() {
+                self.refuse_all(first);
                 continue;
             }
             let more = self.inputs.try_iter().take(INPUTS_PER_POLL_MAX);
@@ -255,25 +265,19 @@ impl<E: SqlEngine, S: LogStorage> GroupLoop<E, S> {
     }
 
     /// A failed replica's group answers every request with the reason.
-    fn refuse_all(&mut self, first: Option<GroupInput>, reason: &str) {
+    fn refuse_all(&mut self, first: Option<GroupInput>) {
         let more: Vec<GroupInput> = self.inputs.try_iter().take(INPUTS_PER_POLL_MAX).collect();
         for input in first.into_iter().chain(more) {
             if let GroupInput::Client { reply, .. } = input {
-                let _ = reply.send(Err(RequestError::Unavailable(format!(
-                    "group {} stopped on this node: {reason}; see /status, and restart \
-                     the node once the cause is fixed",
-                    self.group
-                ))));
+                let _ = reply.send(Err(self.stopped_error()));
             }
         }
     }
 
     fn stopped_error(&self) -> RequestError {
-        RequestError::Unavailable(format!(
-            "group {} stopped on this node: {}; see /status",
-            self.group,
-            self.health.failure().unwrap_or_default()
-        ))
+        self.health
+            .stopped(self.group)
+            .unwrap_or_else(|| RequestError::Unavailable(format!("group {} stopped", self.group)))
     }
 
     /// A replica that failed cannot go on: continuing could diverge it from

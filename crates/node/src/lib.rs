@@ -952,12 +952,9 @@ impl NodeHandle {
     /// Whether a group still runs on this node; if it stopped, the error
     /// every request to it gets.
     fn running(&self, group: GroupId) -> Result<(), RequestError> {
-        match self.inner.groups[&group].health.failure() {
+        match self.inner.groups[&group].health.stopped(group) {
             None => Ok(()),
-            Some(reason) => Err(RequestError::Unavailable(format!(
-                "group {group} stopped on this node: {reason}; see /status, and restart the \
-                 node once the cause is fixed"
-            ))),
+            Some(e) => Err(e),
         }
     }
 

@@ -87,6 +87,20 @@ impl Setting {
     }
 }
 
+/// The error of `SET PAXSQL STATEMENT_BUDGET` sent as a read.
+pub(crate) const SET_IS_A_WRITE: &str =
+    "SET PAXSQL STATEMENT_BUDGET is a write; send it to /db/execute";
+
+/// `SHOW PAXSQL STATEMENT_BUDGET`'s answer; `decl_type` is the engine's
+/// name for the column's type.
+pub(crate) fn budget_rows(budget: u64, decl_type: &str) -> paxsql_types::StmtResult {
+    paxsql_types::StmtResult::Rows {
+        columns: vec![STATEMENT_BUDGET_KEY.into()],
+        types: vec![decl_type.into()],
+        values: vec![vec![paxsql_types::Value::Integer(budget as i64)]],
+    }
+}
+
 /// The error of a statement stopped by the budget: names the limit and how
 /// to raise it. The same text on every replica.
 pub fn budget_exceeded(budget: u64) -> String {

@@ -15,7 +15,7 @@ use super::statement::{fatal, run_statement, Around, Fatal, How};
 use super::{read_budget, PostgresOptions};
 use crate::settings::{self, Setting};
 use crate::{Applied, EngineError};
-use paxsql_types::{Entry, LogIndex, Proposal, RequestId, StmtResult, Value, WriteRequest};
+use paxsql_types::{Entry, LogIndex, Proposal, RequestId, StmtResult, WriteRequest};
 use std::collections::HashMap;
 use tokio_postgres::Client;
 
@@ -336,11 +336,7 @@ async fn apply_setting(
 
 /// `SHOW PAXSQL STATEMENT_BUDGET`'s answer.
 pub(super) fn budget_rows(budget: u64) -> StmtResult {
-    StmtResult::Rows {
-        columns: vec!["statement_budget".into()],
-        types: vec!["int8".into()],
-        values: vec![vec![Value::Integer(budget as i64)]],
-    }
+    crate::settings::budget_rows(budget, "int8")
 }
 
 /// `setseed()`'s argument (in [-1, 1]) for an entry's seed.

@@ -141,9 +141,9 @@ pub(super) async fn read(
             Some(Setting::ShowStatementBudget) => {
                 super::apply::budget_rows(read_budget(txn.client()).await?)
             }
-            Some(Setting::SetStatementBudget(_)) => StmtResult::Error(
-                "SET PAXSQL STATEMENT_BUDGET is a write; send it to /db/execute".into(),
-            ),
+            Some(Setting::SetStatementBudget(_)) => {
+                StmtResult::Error(crate::settings::SET_IS_A_WRITE.into())
+            }
             None => {
                 let before = format!("SET LOCAL statement_timeout = {}", left.as_millis().max(1));
                 // The read is rolled back whatever happens: only a

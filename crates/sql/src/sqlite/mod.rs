@@ -342,11 +342,7 @@ impl SqliteEngine {
     }
 
     fn show_budget(&self) -> StmtResult {
-        StmtResult::Rows {
-            columns: vec!["statement_budget".into()],
-            types: vec!["integer".into()],
-            values: vec![vec![paxsql_types::Value::Integer(self.budget as i64)]],
-        }
+        settings::budget_rows(self.budget, "integer")
     }
 
     fn prune_requests(&mut self, index: LogIndex) -> Result<(), EngineError> {
@@ -454,9 +450,7 @@ impl SqlEngine for SqliteEngine {
             .iter()
             .map(|s| match Setting::parse(&s.sql) {
                 Some(Setting::ShowStatementBudget) => self.show_budget(),
-                Some(_) => StmtResult::Error(
-                    "SET PAXSQL STATEMENT_BUDGET is a write; send it to /db/execute".into(),
-                ),
+                Some(_) => StmtResult::Error(crate::settings::SET_IS_A_WRITE.into()),
                 None => match guarded.run(s, Work::Steps(self.budget), bound) {
                     Ok((result, _)) => result,
                     Err(e) => StmtResult::Error(e),

@@ -8,7 +8,7 @@ use super::statement::{Guarded, ResultBound};
 use super::{open_connection, read_budget, storage};
 use crate::settings::Setting;
 use crate::{EngineError, ReadLimits, SqlReader};
-use paxsql_types::{LogIndex, Statement, StmtResult, Value};
+use paxsql_types::{LogIndex, Statement, StmtResult};
 use rusqlite::limits::Limit;
 use rusqlite::{Connection, OpenFlags};
 use std::path::Path;
@@ -94,14 +94,12 @@ impl SqlReader for SqliteReader {
             let mut results = Vec::with_capacity(stmts.len());
             for stmt in stmts {
                 let result = match Setting::parse(&stmt.sql) {
-                    Some(Setting::ShowStatementBudget) => StmtResult::Rows {
-                        columns: vec!["statement_budget".into()],
-                        types: vec!["integer".into()],
-                        values: vec![vec![Value::Integer(read_budget(&self.conn)? as i64)]],
-                    },
-                    Some(Setting::SetStatementBudget(_)) => StmtResult::Error(
-                        "SET PAXSQL STATEMENT_BUDGET is a write; send it to /db/execute".into(),
-                    ),
+                    Some(Setting::ShowStatementBudget) => {
+                        crate::settings::budget_rows(read_budget(&self.conn)?, "integer")
+                    }
+                    Some(Setting::SetStatementBudget(_)) => {
+                        StmtResult::Error(crate::settings::SET_IS_A_WRITE.into())
+                    }
                     None => match guarded.run(stmt, Work::Until(until, timeout), self.bound) {
                         Ok((result, _)) => result,
                         Err(e) => StmtResult::Error(e),
