@@ -85,4 +85,14 @@ pub trait Db: Clone + Send + Sync + 'static {
     /// `Ok` once this node has a leader and has caught up (`/readyz`);
     /// otherwise why not.
     fn ready(&self) -> impl Future<Output = Result<(), String>> + Send;
+
+    /// The groups, their leaders and every range of every table
+    /// (`GET /shards`).
+    fn shards(&self) -> impl Future<Output = Result<serde_json::Value, RequestError>> + Send {
+        async {
+            Err(RequestError::BadRequest(
+                "this database is not sharded".into(),
+            ))
+        }
+    }
 }

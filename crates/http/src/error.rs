@@ -45,7 +45,7 @@ impl ApiError {
             StatusCode::NOT_FOUND,
             format!(
                 "no such endpoint: {method} {path}; this node serves /db/execute, \
-                 /db/query, /db/request, /db/backup, /db/load, /kv, /status, /nodes, \
+                 /db/query, /db/request, /db/backup, /db/load, /kv, /status, /nodes, /shards, \
                  /readyz, /metrics and /console"
             ),
         )

@@ -103,6 +103,16 @@ pub(crate) async fn nodes<D: Db>(State(app): State<App<D>>, uri: Uri) -> Respons
     json_response(StatusCode::OK, &app.db.nodes().await, pretty)
 }
 
+/// `GET /shards`: the groups, their leaders and every range.
+pub(crate) async fn shards<D: Db>(
+    State(app): State<App<D>>,
+    uri: Uri,
+) -> Result<Response, crate::error::ApiError> {
+    let pretty = Flags::parse(&uri, &HeaderMap::new()).pretty;
+    let shards = app.db.shards().await?;
+    Ok(json_response(StatusCode::OK, &shards, pretty))
+}
+
 /// `GET /readyz`: plain text in rqlite's style. With `noleader`, only that
 /// the node answers.
 pub(crate) async fn readyz<D: Db>(State(app): State<App<D>>, uri: Uri) -> Response {

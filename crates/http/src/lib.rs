@@ -193,6 +193,10 @@ pub fn router<D: Db>(db: D, limits: Limits) -> Router {
             get(handlers::nodes::<D>).fallback(wrong_method("GET")),
         )
         .route(
+            "/shards",
+            get(handlers::shards::<D>).fallback(wrong_method("GET")),
+        )
+        .route(
             "/readyz",
             get(handlers::readyz::<D>).fallback(wrong_method("GET")),
         )

@@ -68,6 +68,10 @@ pub struct NodeConfig {
     pub read_timeout: std::time::Duration,
     /// What one read statement may return.
     pub read_limits: ReadLimits,
+    /// Data groups (`--groups`): 1 keeps one group (group 0) for the
+    /// whole database; N > 1 hosts the metadata group 0 and data groups
+    /// 1..=N. The same on every node and every start.
+    pub groups: u32,
 }
 
 /// Which SQL engine a node runs.
@@ -148,6 +152,7 @@ impl NodeConfig {
             reads_max: 256,
             read_timeout: Duration::from_secs(5),
             read_limits: ReadLimits::default(),
+            groups: 1,
         }
     }
 }
@@ -164,6 +169,9 @@ pub enum StartError {
     /// The data dir is unusable or belongs to someone else.
     #[error(transparent)]
     DataDir(#[from] DataDirError),
+    /// `--groups` does not fit the data dir or the engine.
+    #[error("{0}")]
+    Groups(String),
     /// The peer port could not be bound.
     #[error("cannot listen for peers on {addr}: {source}")]
     Listen {
@@ -388,6 +396,8 @@ pub async fn start(mut cfg: NodeConfig) -> Result<NodeHandle, StartError> {
     if cfg.peers.len() < 2 {
         return Err(StartError::TooFewNodes(cfg.peers.len()));
     }
+    let group_ids = group_ids(cfg.groups);
+    check_groups(&cfg, &group_ids)?;
     let addr = cfg.peers[&cfg.id].clone();
     let listener = TcpListener::bind(&addr)
         .await
@@ -397,10 +407,9 @@ pub async fn start(mut cfg: NodeConfig) -> Result<NodeHandle, StartError> {
         })?;
     let epoch: u64 = rand::random();
 
-    let group_ids = [GroupId(0)];
     let mut senders = BTreeMap::new();
     let mut receivers = Vec::new();
-    for g in group_ids {
+    for &g in &group_ids {
         let (tx, rx) = sync_channel(cfg.queue_max);
         senders.insert(g, tx);
         receivers.push((g, rx));
@@ -449,6 +458,59 @@ pub async fn start(mut cfg: NodeConfig) -> Result<NodeHandle, StartError> {
             admission,
         }),
     })
+}
+
+/// The groups a node with `data_groups` data groups hosts: group 0 alone,
+/// or the metadata group 0 and data groups 1..=N.
+fn group_ids(data_groups: u32) -> Vec<GroupId> {
+    match data_groups {
+        0 | 1 => vec![GroupId(0)],
+        n => (0..=n).map(GroupId).collect(),
+    }
+}
+
+/// Refuses a `--groups` the engine or the data dir cannot take.
+fn check_groups(cfg: &NodeConfig, ids: &[GroupId]) -> Result<(), StartError> {
+    if cfg.groups == 0 || cfg.groups > GROUPS_MAX {
+        return Err(StartError::Groups(format!(
+            "--groups must be between 1 and {GROUPS_MAX}, not {}",
+            cfg.groups
+        )));
+    }
+    if cfg.groups > 1 && matches!(cfg.engine, EngineChoice::Postgres { .. }) {
+        return Err(StartError::Groups(
+            "sharding (--groups above 1) needs the SQLite engine for now".into(),
+        ));
+    }
+    let on_disk = (0..=GROUPS_MAX + 1)
+        .take_while(|g| cfg.data_dir.join(format!("group-{g}")).is_dir())
+        .count();
+    if on_disk > 0 && on_disk != ids.len() {
+        let had = if on_disk == 1 { 1 } else { on_disk - 1 };
+        return Err(StartError::Groups(format!(
+            "data dir {} holds {had} data group(s); start it with --groups {had} (the number of              groups is fixed when a cluster is created)",
+            cfg.data_dir.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Data groups a node hosts at most.
+pub const GROUPS_MAX: u32 = 64;
+
+/// The node that should lead `group`: data group g prefers the g-th
+/// member (round robin), so leaders spread over the nodes; group 0 of a
+/// sharded node prefers the last member, which leads the fewest data groups.
+fn preferred_leader(group: GroupId, members: &[NodeId], data_groups: u32) -> Option<NodeId> {
+    if data_groups <= 1 || members.is_empty() {
+        return None;
+    }
+    let n = members.len();
+    let at = match group.0 {
+        0 => n - 1,
+        g => (g as usize - 1) % n,
+    };
+    Some(members[at])
 }
 
 fn role_name(role: Role) -> &'static str {
@@ -569,6 +631,9 @@ fn spawn_group(
         rcfg.base = m.base.0;
         rcfg.metadata = m.metadata;
     }
+    if preferred_leader(group, &rcfg.nodes, cfg.groups) == Some(cfg.id) {
+        rcfg.leader_priority = 1;
+    }
     rcfg.snapshot_entries = cfg.snapshot_entries.max(1);
     rcfg.snapshot_bytes = cfg.snapshot_bytes;
     let log_options = LogOptions {
@@ -687,15 +752,42 @@ impl NodeHandle {
         self.inner.cfg.id
     }
 
-    /// The group that serves a request. One group today.
-    pub fn group_for(&self, _stmts: &[Statement]) -> GroupId {
-        GroupId(0)
+    /// The groups this node hosts (group 0 first).
+    pub fn groups(&self) -> Vec<GroupId> {
+        self.inner.groups.keys().copied().collect()
     }
 
-    /// Runs statements through the log (on PostgreSQL, after a dry run
-    /// admitted them: see `Admission`).
+    /// The data groups: group 0 alone on an unsharded node, else 1..=N.
+    pub fn data_groups(&self) -> Vec<GroupId> {
+        group_ids(self.inner.cfg.groups)
+            .into_iter()
+            .filter(|g| self.inner.cfg.groups <= 1 || g.0 > 0)
+            .collect()
+    }
+
+    /// The node a group's replica here believes leads it.
+    pub fn leader_of(&self, group: GroupId) -> Option<NodeId> {
+        self.inner
+            .groups
+            .get(&group)
+            .and_then(|_| self.group_status(group).leader)
+    }
+
+    /// Runs statements through group 0's log (see [`Self::write_to`]).
     pub async fn write(
         &self,
+        stmts: Vec<Statement>,
+        transaction: bool,
+        id: Option<RequestId>,
+    ) -> Result<Response, RequestError> {
+        self.write_to(GroupId(0), stmts, transaction, id).await
+    }
+
+    /// Runs statements through a group's log (on PostgreSQL, after a dry
+    /// run admitted them: see `Admission`).
+    pub async fn write_to(
+        &self,
+        group: GroupId,
         stmts: Vec<Statement>,
         transaction: bool,
         id: Option<RequestId>,
@@ -703,8 +795,8 @@ impl NodeHandle {
         if stmts.is_empty() {
             return Err(RequestError::BadRequest("no statements given".into()));
         }
+        self.hosts(group)?;
         let started = std::time::Instant::now();
-        let group = self.group_for(&stmts);
         let admitted = match &self.inner.admission {
             None => Ok(stmts),
             // A stopped group's replica says so, rather than its dry run.
@@ -750,6 +842,18 @@ impl NodeHandle {
         level: ReadLevel,
         timeout: Option<Duration>,
     ) -> Result<Response, RequestError> {
+        self.read_from(GroupId(0), stmts, level, timeout).await
+    }
+
+    /// Runs read-only statements on one group (see [`Self::read`]).
+    pub async fn read_from(
+        &self,
+        group: GroupId,
+        stmts: Vec<Statement>,
+        level: ReadLevel,
+        timeout: Option<Duration>,
+    ) -> Result<Response, RequestError> {
+        self.hosts(group)?;
         if stmts.is_empty() {
             return Err(RequestError::BadRequest("no statements given".into()));
         }
@@ -760,7 +864,6 @@ impl NodeHandle {
                 self.inner.cfg.reads_max
             )));
         };
-        let group = self.group_for(&stmts);
         let started = std::time::Instant::now();
         let timeout = timeout.unwrap_or(self.inner.cfg.read_timeout);
         let req = ClientRequest::Read { stmts, level };
@@ -795,6 +898,7 @@ impl NodeHandle {
         id: NodeId,
         addr: String,
     ) -> Result<membership::StoredMembership, RequestError> {
+        self.unsharded_membership()?;
         if matches!(self.inner.cfg.engine, EngineChoice::Postgres { .. }) {
             return Err(RequestError::BadRequest(
                 "a new node gets the data by snapshot, which the PostgreSQL engine does not \
@@ -822,6 +926,7 @@ impl NodeHandle {
 
     /// Removes node `id` from every group (see [`Self::join`]).
     pub async fn remove(&self, id: NodeId) -> Result<membership::StoredMembership, RequestError> {
+        self.unsharded_membership()?;
         let s = self.group_status(GroupId(0));
         let mut peers = self.member_addresses(&s.members);
         if peers.remove(&id).is_none() {
@@ -836,6 +941,17 @@ impl NodeHandle {
             ));
         }
         self.change_members(peers).await
+    }
+
+    fn unsharded_membership(&self) -> Result<(), RequestError> {
+        match self.inner.cfg.groups {
+            0 | 1 => Ok(()),
+            _ => Err(RequestError::BadRequest(
+                "membership changes of a sharded cluster (--groups above 1) are not supported \
+                 yet: every group would have to change"
+                    .into(),
+            )),
+        }
     }
 
     async fn change_members(
@@ -946,6 +1062,17 @@ impl NodeHandle {
                 "group {group} has stopped"
             ))),
             Err(_) => Err(self.why_no_answer(group)),
+        }
+    }
+
+    /// Whether this node hosts a group.
+    fn hosts(&self, group: GroupId) -> Result<(), RequestError> {
+        match self.inner.groups.contains_key(&group) {
+            true => Ok(()),
+            false => Err(RequestError::BadRequest(format!(
+                "group {group} does not exist (this cluster has groups {:?})",
+                self.groups().iter().map(|g| g.0).collect::<Vec<_>>()
+            ))),
         }
     }
 

@@ -85,6 +85,10 @@ pub struct ReplicaConfig {
     pub epoch: u64,
     /// Ticks between heartbeat rounds of leader election.
     pub election_ticks: u64,
+    /// OmniPaxos' leader priority of this replica: of the replicas that
+    /// can lead, the one with the highest becomes leader (the node layer
+    /// spreads the leaders of its groups over the nodes this way).
+    pub leader_priority: u32,
     /// Ticks before OmniPaxos resends a message it thinks was lost.
     pub resend_ticks: u64,
     /// Ticks before a proposal not yet applied is sent again.
@@ -135,6 +139,7 @@ impl ReplicaConfig {
             metadata: Vec::new(),
             epoch,
             election_ticks: 10,
+            leader_priority: 0,
             resend_ticks: 20,
             retry_ticks: 50,
             request_timeout_ticks: 500,
@@ -488,6 +493,7 @@ impl<E: SqlEngine, S: LogStorage> Replica<E, S> {
             election_tick_timeout: cfg.election_ticks,
             resend_message_tick_timeout: cfg.resend_ticks,
             batch_size: 1,
+            leader_priority: cfg.leader_priority,
             ..ServerConfig::default()
         };
         let storage = Shared(std::rc::Rc::new(std::cell::RefCell::new(storage)));

@@ -1,5 +1,6 @@
-//! Wires the HTTP API to the node: [`paxsql_http::Db`] over a
-//! [`NodeHandle`], plus the fault switch for tests.
+//! Wires the fronts to the node: [`paxsql_http::Db`] and
+//! [`paxsql_pgwire::Db`] over the [`Router`] above the node, plus
+//! membership and the fault switch for tests.
 
 use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
@@ -9,12 +10,32 @@ use axum::{Json, Router};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use paxsql_http::{Db, Limits, ReadOptions, WriteOptions};
 use paxsql_node::NodeHandle;
+use paxsql_router::Router as Shards;
 use paxsql_types::{ReadLevel, RequestError, Response, Statement};
 use std::time::Instant;
 
-/// The node as the HTTP API sees it.
+/// The database as the fronts see it.
 #[derive(Clone, Debug)]
-pub struct Backend(pub NodeHandle);
+pub struct Backend(pub Shards);
+
+impl paxsql_pgwire::Db for Backend {
+    async fn write(
+        &self,
+        stmts: Vec<Statement>,
+        transaction: bool,
+    ) -> Result<Response, RequestError> {
+        self.0.execute(stmts, transaction, None).await
+    }
+
+    async fn read(
+        &self,
+        stmts: Vec<Statement>,
+        level: ReadLevel,
+        timeout: Option<std::time::Duration>,
+    ) -> Result<Response, RequestError> {
+        self.0.query(stmts, level, timeout).await
+    }
+}
 
 impl Db for Backend {
     async fn execute(
@@ -22,7 +43,9 @@ impl Db for Backend {
         stmts: Vec<Statement>,
         opts: WriteOptions,
     ) -> Result<Response, RequestError> {
-        self.0.write(stmts, opts.transaction, opts.request_id).await
+        self.0
+            .execute(stmts, opts.transaction, opts.request_id)
+            .await
     }
 
     async fn query(
@@ -30,7 +53,7 @@ impl Db for Backend {
         stmts: Vec<Statement>,
         read: ReadOptions,
     ) -> Result<Response, RequestError> {
-        self.0.read(stmts, read.level, read.timeout).await
+        self.0.query(stmts, read.level, read.timeout).await
     }
 
     async fn request(
@@ -51,32 +74,49 @@ impl Db for Backend {
     }
 
     async fn status(&self) -> serde_json::Value {
-        serde_json::to_value(self.0.status()).unwrap_or_default()
+        serde_json::to_value(self.0.node().status()).unwrap_or_default()
     }
 
     async fn nodes(&self) -> serde_json::Value {
-        serde_json::to_value(self.0.nodes()).unwrap_or_default()
+        serde_json::to_value(self.0.node().nodes()).unwrap_or_default()
     }
 
     async fn backup(&self, level: ReadLevel) -> Result<(Vec<u8>, u64), RequestError> {
+        if self.0.is_sharded() {
+            return Err(RequestError::BadRequest(
+                "a backup of a sharded cluster (one file per data group) is not supported yet"
+                    .into(),
+            ));
+        }
         self.0
+            .node()
             .backup(level)
             .await
             .map(|(bytes, index)| (bytes, index.0))
     }
 
     async fn load(&self, image: Vec<u8>, opts: WriteOptions) -> Result<Response, RequestError> {
-        self.0.load(image, opts.request_id).await
+        if self.0.is_sharded() {
+            return Err(RequestError::BadRequest(
+                "loading a database file into a sharded cluster is not supported yet".into(),
+            ));
+        }
+        self.0.node().load(image, opts.request_id).await
     }
 
     async fn ready(&self) -> Result<(), String> {
-        self.0.ready()
+        self.0.node().ready()
+    }
+
+    async fn shards(&self) -> Result<serde_json::Value, RequestError> {
+        self.0.shards().await
     }
 }
 
 /// The node's whole HTTP surface.
-pub fn app(node: NodeHandle, fault_injection: bool, metrics: PrometheusHandle) -> Router {
-    let api = paxsql_http::router(Backend(node.clone()), Limits::default());
+pub fn app(router: Shards, fault_injection: bool, metrics: PrometheusHandle) -> Router {
+    let node = router.node().clone();
+    let api = paxsql_http::router(Backend(router), Limits::default());
     let scrape = Router::new()
         .route("/metrics", get(render_metrics))
         .with_state(metrics);

@@ -14,9 +14,10 @@ pub struct ClusterArgs {
     /// How many nodes (2 or more).
     #[arg(long, default_value_t = 3)]
     nodes: u64,
-    /// Shard groups (1 until sharding lands).
-    #[arg(long, default_value_t = 1)]
-    shards: u32,
+    /// Data groups (`paxsql node --groups`): 1 keeps one group for the
+    /// whole database; N above 1 shards tables over N data groups.
+    #[arg(long, visible_alias = "shards", default_value_t = 1)]
+    groups: u32,
     /// The SQL engine: sqlite or postgres.
     #[arg(long, default_value = "sqlite")]
     engine: String,
@@ -55,10 +56,8 @@ pub fn run(args: ClusterArgs) -> anyhow::Result<()> {
     if args.nodes < 2 {
         bail!("--nodes must be 2 or more (OmniPaxos needs a quorum of peers)");
     }
-    if args.shards != 1 {
-        bail!("--shards: only 1 shard group is available in this build");
-    }
-    let engine = engine_flags(&args.engine, args.postgres_url.as_deref(), &args.cluster)?;
+    let mut engine = engine_flags(&args.engine, args.postgres_url.as_deref(), &args.cluster)?;
+    engine.extend(["--groups".to_owned(), args.groups.to_string()]);
     let http_port = |i: u64| args.base_port as u64 + i - 1;
     let peer_port = |i: u64| args.base_port as u64 + 100 + i - 1;
     // Each node's PostgreSQL port is its default, the HTTP port + 200.

@@ -93,6 +93,18 @@ pub struct NodeArgs {
     #[arg(long, value_name = "BYTES")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub result_bytes_max: Option<usize>,
+    /// Data groups (default 1: one group holds the whole database). With N
+    /// above 1 the node hosts a metadata group and N data groups; tables
+    /// are placed on data groups and split into ranges (docs/sharding.md).
+    /// The same on every node, and fixed when the cluster is created.
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub groups: Option<u32>,
+    /// Bytes of rows one cross-shard query may gather into memory (default
+    /// 268435456 = 256 MiB); more is an error naming this bound.
+    #[arg(long, value_name = "BYTES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gather_bytes_max: Option<usize>,
     /// Join a running cluster through any member's HTTP address: the node
     /// is added as a member and receives the data by snapshot. --peers then
     /// only needs this node's own address. Ignored once the node has joined.
@@ -131,6 +143,10 @@ pub struct NodeSettings {
     pub result_rows_max: usize,
     /// ... in bytes.
     pub result_bytes_max: usize,
+    /// Data groups.
+    pub groups: u32,
+    /// Bytes one cross-shard query may gather.
+    pub gather_bytes_max: usize,
     /// A member's HTTP address to join through.
     pub join: Option<String>,
     /// The PostgreSQL listener's address; `None` when off.
@@ -217,6 +233,18 @@ impl NodeArgs {
         let reads_max = positive(self.reads_max, 256, "--reads-max")?;
         let result_rows_max = positive(self.result_rows_max, 1_000_000, "--result-rows-max")?;
         let result_bytes_max = positive(self.result_bytes_max, 64 << 20, "--result-bytes-max")?;
+        let groups = self.groups.unwrap_or(1);
+        if groups == 0 || groups > paxsql_node::GROUPS_MAX {
+            bail!(
+                "--groups must be between 1 and {}, not {groups}",
+                paxsql_node::GROUPS_MAX
+            );
+        }
+        let gather_bytes_max = positive(
+            self.gather_bytes_max,
+            paxsql_router::GATHER_BYTES_MAX_DEFAULT,
+            "--gather-bytes-max",
+        )?;
         let http = self.http.unwrap_or_else(|| "127.0.0.1:4001".into());
         let (pg, pg_derived) = match self.pg.as_deref() {
             Some("off") => (None, false),
@@ -250,6 +278,8 @@ impl NodeArgs {
             read_timeout,
             result_rows_max,
             result_bytes_max,
+            groups,
+            gather_bytes_max,
             join: self.join,
             engine,
             postgres_url: self.postgres_url,

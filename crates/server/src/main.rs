@@ -97,6 +97,7 @@ fn run_node(args: config::NodeArgs) -> anyhow::Result<()> {
             rows_max: settings.result_rows_max,
             bytes_max: settings.result_bytes_max,
         };
+        cfg.groups = settings.groups;
         if let Some(member) = &settings.join {
             join_cluster(member, &settings).await?;
         }
@@ -110,15 +111,21 @@ fn run_node(args: config::NodeArgs) -> anyhow::Result<()> {
             data_dir = %settings.data_dir.display(),
             "node started"
         );
+        let options = paxsql_router::RouterOptions {
+            gather_bytes_max: settings.gather_bytes_max,
+            result_rows_max: settings.result_rows_max,
+        };
+        let router = paxsql_router::Router::new(node, options);
         if let Some(listener) = pg {
             let cfg = paxsql_pgwire::PgConfig {
                 auth: settings.pg_auth.clone(),
                 ..Default::default()
             };
-            let serve = paxsql_pgwire::serve(listener, node.clone(), cfg, std::future::pending());
+            let db = backend::Backend(router.clone());
+            let serve = paxsql_pgwire::serve(listener, db, cfg, std::future::pending());
             tokio::spawn(serve);
         }
-        let app = backend::app(node, settings.fault_injection, metrics);
+        let app = backend::app(router, settings.fault_injection, metrics);
         axum::serve(http, app)
             .with_graceful_shutdown(shutdown_signal())
             .await

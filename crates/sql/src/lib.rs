@@ -19,6 +19,7 @@ pub mod pg_determinism;
 mod pg_lex;
 mod pg_values;
 mod postgres;
+pub mod ranges;
 pub mod settings;
 mod sqlite;
 mod vfs;
@@ -27,6 +28,7 @@ pub use image::image_to_statements;
 pub use postgres::{
     database_name, PostgresAdmission, PostgresEngine, PostgresOptions, PostgresReader, Refused,
 };
+pub use ranges::Directive;
 pub use settings::Setting;
 pub use sqlite::{SqliteEngine, SqliteOptions, SqliteReader};
 
@@ -89,6 +91,9 @@ pub enum Dialect {
 impl Dialect {
     /// Whether a statement only reads (see [`determinism::classify`]).
     pub fn classify(self, sql: &str) -> determinism::Kind {
+        if Directive::is_directive(sql) {
+            return determinism::Kind::Write;
+        }
         if let Some(setting) = Setting::parse(sql) {
             return match setting.is_write() {
                 true => determinism::Kind::Write,
@@ -106,7 +111,7 @@ impl Dialect {
         if let Some(Setting::SetStatementBudget(Err(e))) = Setting::parse(sql) {
             return Some(e.to_string());
         }
-        if Setting::parse(sql).is_some() {
+        if Setting::parse(sql).is_some() || Directive::is_directive(sql) {
             return None;
         }
         match self {
@@ -130,7 +135,7 @@ impl Dialect {
         sql: &'s str,
         env: &mut determinism::Env<'_>,
     ) -> Result<std::borrow::Cow<'s, str>, String> {
-        if Setting::parse(sql).is_some() {
+        if Setting::parse(sql).is_some() || Directive::is_directive(sql) {
             return Ok(std::borrow::Cow::Borrowed(sql));
         }
         match self {

@@ -199,6 +199,11 @@ fn authorize_user(ctx: &AuthContext<'_>) -> Authorization {
         A::Transaction { .. } | A::Savepoint { .. } | A::Attach { .. } | A::Detach { .. } => {
             Authorization::Deny
         }
+        // The table of ranges is public (the shard map); the key guards'
+        // triggers read it inside user statements.
+        A::Read { table_name, .. } if table_name == crate::ranges::RANGES_TABLE => {
+            Authorization::Allow
+        }
         A::Read { table_name, .. }
         | A::Insert { table_name }
         | A::Delete { table_name }

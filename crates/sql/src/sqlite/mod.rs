@@ -17,6 +17,7 @@ mod statement;
 
 pub use reader::SqliteReader;
 
+use crate::ranges::{self, Directive, RangeChange};
 use crate::settings::{self, Setting};
 use crate::{vfs, Applied, EngineError, ReadLimits, SqlEngine, SqlReader};
 use hooks::{install_authorizer, install_random, seed, Meter, Tripped, Work};
@@ -147,6 +148,7 @@ impl SqliteEngine {
             )
             .map_err(storage)?;
         write.execute_batch(SCHEMA).map_err(storage)?;
+        write.execute_batch(ranges::SCHEMA).map_err(storage)?;
         let mut read = open_connection(
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -276,8 +278,11 @@ impl SqliteEngine {
         let mut results = Vec::with_capacity(w.stmts.len());
         let mut failed = false;
         for (i, stmt) in w.stmts.iter().enumerate() {
+            let directive = Directive::parse(&stmt.sql);
             let result = if exhausted.contains(&(at, i)) {
                 StmtResult::Error(settings::budget_exceeded(self.budget))
+            } else if let Some(directive) = directive.clone() {
+                self.apply_directive(directive)?
             } else if let Some(setting) = Setting::parse(&stmt.sql) {
                 self.apply_setting(setting)?
             } else {
@@ -300,7 +305,9 @@ impl SqliteEngine {
             };
             let is_error = matches!(result, StmtResult::Error(_));
             results.push(result);
-            if is_error && w.transaction {
+            // A claim that does not hold fails the whole request.
+            let claim = matches!(directive, Some(Ok(Directive::Claim(_))));
+            if is_error && (w.transaction || claim) {
                 failed = true;
                 break;
             }
@@ -339,6 +346,115 @@ impl SqliteEngine {
             Setting::SetStatementBudget(Err(e)) => Ok(StmtResult::Error(e.to_string())),
             Setting::ShowStatementBudget => Ok(self.show_budget()),
         }
+    }
+
+    /// Applies a directive of the router inside the entry's transaction.
+    fn apply_directive(
+        &mut self,
+        directive: Result<Directive, String>,
+    ) -> Result<StmtResult, EngineError> {
+        match directive {
+            Err(e) => Ok(StmtResult::Error(e)),
+            Ok(Directive::Claim(claims)) => {
+                for (range, expected) in claims {
+                    let found = self.range_generation(range)?;
+                    if found != Some(expected) {
+                        let why = ranges::wrong_range(range, expected, found);
+                        return Ok(StmtResult::Error(why));
+                    }
+                }
+                Ok(StmtResult::Exec {
+                    last_insert_id: 0,
+                    rows_affected: 0,
+                })
+            }
+            Ok(Directive::Ranges(change)) => self.change_ranges(&change),
+        }
+    }
+
+    fn range_generation(&self, range: u64) -> Result<Option<u64>, EngineError> {
+        self.write
+            .prepare_cached("SELECT generation FROM _paxsql_ranges WHERE range_id = ?1")
+            .and_then(|mut s| {
+                s.query_row([range as i64], |r| r.get::<_, i64>(0))
+                    .optional()
+            })
+            .map(|g| g.map(|g| g as u64))
+            .map_err(storage)
+    }
+
+    /// A compare-and-set of the table of ranges; the tables whose keys this
+    /// group now guards get their triggers.
+    fn change_ranges(&mut self, change: &RangeChange) -> Result<StmtResult, EngineError> {
+        for &(range, expected) in &change.expect {
+            let found = self.range_generation(range)?;
+            if found != expected {
+                let why = match expected {
+                    Some(g) => ranges::wrong_range(range, g, found),
+                    None => format!("{}: range {range} exists already", ranges::WRONG_RANGE),
+                };
+                return Ok(StmtResult::Error(why));
+            }
+        }
+        if let Some(table) = &change.new_table {
+            let placed: bool = self
+                .write
+                .prepare_cached("SELECT EXISTS (SELECT 1 FROM _paxsql_ranges WHERE tbl = ?1)")
+                .and_then(|mut s| s.query_row([table], |r| r.get(0)))
+                .map_err(storage)?;
+            if placed {
+                let why = format!("{}: table {table} has ranges already", ranges::WRONG_RANGE);
+                return Ok(StmtResult::Error(why));
+            }
+        }
+        if let Some(table) = &change.replace_table {
+            self.write
+                .prepare_cached("DELETE FROM _paxsql_ranges WHERE tbl = ?1")
+                .and_then(|mut s| s.execute([table]))
+                .map_err(storage)?;
+        }
+        for &range in &change.drop {
+            self.write
+                .prepare_cached("DELETE FROM _paxsql_ranges WHERE range_id = ?1")
+                .and_then(|mut s| s.execute([range as i64]))
+                .map_err(storage)?;
+        }
+        for row in &change.put {
+            self.write
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO _paxsql_ranges
+                       (range_id, tbl, start, \"end\", grp, generation, pk)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )
+                .and_then(|mut s| {
+                    s.execute(params![
+                        row.range as i64,
+                        row.table,
+                        row.start,
+                        row.end,
+                        row.group,
+                        row.generation as i64,
+                        row.pk
+                    ])
+                })
+                .map_err(storage)?;
+            let exists: bool = self
+                .write
+                .prepare_cached(
+                    "SELECT EXISTS (SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ?1 COLLATE NOCASE)",
+                )
+                .and_then(|mut s| s.query_row([&row.table], |r| r.get(0)))
+                .map_err(storage)?;
+            if row.pk.is_some() && exists {
+                self.write
+                    .execute_batch(&ranges::guard_sql(&row.table))
+                    .map_err(storage)?;
+            }
+        }
+        Ok(StmtResult::Exec {
+            last_insert_id: 0,
+            rows_affected: change.put.len() as u64,
+        })
     }
 
     fn show_budget(&self) -> StmtResult {

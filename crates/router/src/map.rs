@@ -1,0 +1,105 @@
+//! The shard map as a node caches it: every table's ranges, read from the
+//! metadata group (group 0), whose `_paxsql_ranges` table is the truth.
+
+use paxsql_sql::ranges::RangeRow;
+use paxsql_types::{GroupId, Value};
+use std::collections::BTreeMap;
+
+/// Every table's ranges, sorted by start key.
+#[derive(Clone, Debug, Default)]
+pub struct ShardMap {
+    tables: BTreeMap<String, Vec<RangeRow>>,
+}
+
+/// The statement that reads the map (from any group's `_paxsql_ranges`).
+pub const READ_MAP: &str =
+    "SELECT range_id, tbl, start, \"end\", grp, generation, pk FROM _paxsql_ranges";
+
+impl ShardMap {
+    /// The map from the rows of [`READ_MAP`].
+    pub fn from_rows(rows: &[Vec<Value>]) -> Result<ShardMap, String> {
+        let mut map = ShardMap::default();
+        for row in rows {
+            let r = decode(row).ok_or_else(|| format!("malformed range row {row:?}"))?;
+            map.tables.entry(r.table.clone()).or_default().push(r);
+        }
+        for ranges in map.tables.values_mut() {
+            ranges.sort_by_key(|r| r.start.map_or(i128::MIN, i128::from));
+        }
+        Ok(map)
+    }
+
+    /// A table's ranges, by start key.
+    pub fn ranges(&self, table: &str) -> Option<&[RangeRow]> {
+        self.tables
+            .get(&table.to_ascii_lowercase())
+            .map(Vec::as_slice)
+    }
+
+    /// Every table and its ranges.
+    pub fn tables(&self) -> impl Iterator<Item = (&String, &Vec<RangeRow>)> {
+        self.tables.iter()
+    }
+
+    /// A range by id.
+    pub fn range(&self, id: u64) -> Option<&RangeRow> {
+        self.tables.values().flatten().find(|r| r.range == id)
+    }
+
+    /// The next free range id.
+    pub fn next_range_id(&self) -> u64 {
+        self.tables
+            .values()
+            .flatten()
+            .map(|r| r.range)
+            .max()
+            .unwrap_or(0)
+            + 1
+    }
+
+    /// The data group holding the fewest ranges (the lowest id of those):
+    /// where a new table goes.
+    pub fn emptiest(&self, groups: &[GroupId]) -> GroupId {
+        let count = |g: &GroupId| {
+            self.tables
+                .values()
+                .flatten()
+                .filter(|r| r.group == g.0)
+                .count()
+        };
+        groups
+            .iter()
+            .min_by_key(|g| (count(g), g.0))
+            .copied()
+            .unwrap_or(GroupId(1))
+    }
+}
+
+fn decode(row: &[Value]) -> Option<RangeRow> {
+    let int = |v: &Value| match v {
+        Value::Integer(i) => Some(Some(*i)),
+        Value::Null => Some(None),
+        _ => None,
+    };
+    let [id, tbl, start, end, grp, generation, pk] = row else {
+        return None;
+    };
+    let Value::Text(table) = tbl else { return None };
+    Some(RangeRow {
+        range: int(id)?? as u64,
+        table: table.clone(),
+        start: int(start)?,
+        end: int(end)?,
+        group: int(grp)?? as u32,
+        generation: int(generation)?? as u64,
+        pk: match pk {
+            Value::Text(p) => Some(p.clone()),
+            _ => None,
+        },
+    })
+}
+
+/// Whether key `k` lies in a range.
+pub fn holds(r: &RangeRow, k: i64) -> bool {
+    r.start.is_none_or(|s| s <= k) && r.end.is_none_or(|e| k < e)
+}
