@@ -3,7 +3,8 @@
 
 use crate::map::ShardMap;
 use crate::{back_off, is_wrong_range, still_moving, Router, ATTEMPTS};
-use paxsql_shard::keys::{self, InsertShape, KeylessRows, Keys, Shape};
+use paxsql_shard::keys::{self, InsertShape, KeyInterval, KeylessRows, Keys, Shape};
+use paxsql_shard::rewrite;
 use paxsql_sql::ranges::{Claim, Directive, RangeRow};
 use paxsql_types::{GroupId, RequestError, RequestId, Response, Statement, StmtResult};
 use std::collections::BTreeMap;
@@ -39,13 +40,14 @@ impl Router {
                 0 => self.map().await,
                 _ => self.refresh().await?,
             };
+            let (ready, shapes) = self.prepare(&map, &stmts, &shapes).await?;
             let targets = shapes
                 .iter()
-                .zip(&stmts)
+                .zip(&ready)
                 .map(|(shape, stmt)| self.targets(&map, shape, stmt))
                 .collect::<Result<Vec<_>, _>>()?;
             let outcome = self
-                .run_targets(&stmts, &targets, transaction, &id, attempt)
+                .run_targets(&ready, &targets, transaction, &id, attempt)
                 .await?;
             match outcome {
                 Some(response) => return Ok(response),
@@ -92,6 +94,65 @@ impl Router {
         unreachable!("two rounds")
     }
 
+    /// Makes every INSERT into a split table name its keys: a missing
+    /// column list is filled in from the schema, and rows without a key
+    /// get keys from the table's last range (see
+    /// [`paxsql_shard::rewrite::assign_keys`]).
+    async fn prepare(
+        &self,
+        map: &ShardMap,
+        stmts: &[Statement],
+        shapes: &[Shape],
+    ) -> Result<(Vec<Statement>, Vec<Shape>), RequestError> {
+        let mut out = (
+            Vec::with_capacity(stmts.len()),
+            Vec::with_capacity(stmts.len()),
+        );
+        for (stmt, shape) in stmts.iter().zip(shapes) {
+            let (mut stmt, mut shape) = (stmt.clone(), shape.clone());
+            let split = |t: &str| map.ranges(t).filter(|r| r.len() > 1);
+            if let Shape::Write {
+                table,
+                insert: Some(InsertShape::ColumnsOmitted { .. }),
+                ..
+            } = &shape
+            {
+                if split(table).is_some() {
+                    let schema = self.gather_schema(map, std::slice::from_ref(table)).await?;
+                    let columns = schema.columns.get(table).cloned().unwrap_or_default();
+                    stmt.sql = rewrite::name_columns(&stmt.sql, &columns)
+                        .map_err(RequestError::BadRequest)?;
+                    let pk = |t: &str| map.ranges(t).and_then(|r| r[0].pk.clone());
+                    shape = keys::shape(&stmt, &pk).map_err(RequestError::BadRequest)?;
+                }
+            }
+            if let Shape::Write {
+                table,
+                keys,
+                insert: Some(InsertShape::Keyless { rows }),
+            } = &mut shape
+            {
+                if let Some(ranges) = split(table) {
+                    let last = ranges.last().expect("split");
+                    let (Some(pk), Some(start), KeylessRows::Values(_)) =
+                        (&last.pk, last.start, &*rows)
+                    else {
+                        return Err(keyless_on_split(table, ranges));
+                    };
+                    stmt.sql = rewrite::assign_keys(&stmt.sql, table, pk, start)
+                        .map_err(RequestError::BadRequest)?;
+                    *keys = Keys::Some(vec![KeyInterval {
+                        lo: Some(start),
+                        hi: None,
+                    }]);
+                }
+            }
+            out.0.push(stmt);
+            out.1.push(shape);
+        }
+        Ok(out)
+    }
+
     /// The groups a statement goes to, and the ranges claimed on each.
     fn targets(
         &self,
@@ -111,24 +172,35 @@ impl Router {
             insert,
         } = shape
         else {
+            if matches!(shape, Shape::Other) && writes_rows(&stmt.sql) {
+                return Err(RequestError::BadRequest(
+                    "on a sharded cluster this statement cannot be routed: the router could \
+                     not tell which table and keys it writes (write one table, without \
+                     syntax sqlparser does not know)"
+                        .into(),
+                ));
+            }
             return Ok(all_groups());
         };
         let Some(ranges) = map.ranges(table) else {
             // Not a table of the map: SQLite says why on the first group.
             return Ok(BTreeMap::from([(self.data_groups()[0], Vec::new())]));
         };
-        let chosen: Vec<&RangeRow> = match insert {
-            Some(InsertShape::Keyless { rows }) if ranges.len() > 1 => {
-                return Err(keyless_on_split(table, ranges, rows, stmt));
-            }
-            _ => ranges
-                .iter()
-                .filter(|r| match keys {
-                    Keys::All => true,
-                    k => k.overlaps(r.start, r.end),
-                })
-                .collect(),
-        };
+        let chosen: Vec<&RangeRow> = ranges
+            .iter()
+            .filter(|r| match keys {
+                Keys::All => true,
+                k => k.overlaps(r.start, r.end),
+            })
+            .collect();
+        let groups: std::collections::BTreeSet<u32> = chosen.iter().map(|r| r.group).collect();
+        if insert.is_some() && groups.len() > 1 && keys.is_all() {
+            return Err(RequestError::BadRequest(format!(
+                "table {table} is split over several groups: an INSERT into it must give its \
+                 keys as values or parameters (INSERT ... SELECT or computed keys cannot be \
+                 routed)"
+            )));
+        }
         let mut targets = Targets::new();
         for r in chosen {
             targets
@@ -265,19 +337,26 @@ pub(crate) fn merge(parts: Vec<StmtResult>) -> StmtResult {
     })
 }
 
-/// A keyless INSERT into a split table: SQLite would pick a key on
-/// whichever group ran it, maybe one another group owns.
-fn keyless_on_split(
-    table: &str,
-    ranges: &[RangeRow],
-    rows: &KeylessRows,
-    _stmt: &Statement,
-) -> RequestError {
+/// A keyless INSERT into a split table that is not `INSERT ... VALUES`.
+fn keyless_on_split(table: &str, ranges: &[RangeRow]) -> RequestError {
     let pk = ranges[0].pk.as_deref().unwrap_or("the key");
-    let _ = rows;
     RequestError::BadRequest(format!(
-        "table {table} is split over {} ranges: an INSERT into it must give the key column \
-         {pk} for every row",
+        "table {table} is split over {} ranges: an INSERT ... SELECT or DEFAULT VALUES into it \
+         must give the key column {pk}",
         ranges.len()
     ))
+}
+
+/// Whether a statement's text starts as a write of rows does.
+fn writes_rows(sql: &str) -> bool {
+    let first = sql
+        .trim_start()
+        .split(|c: char| !c.is_ascii_alphabetic())
+        .next()
+        .unwrap_or("")
+        .to_ascii_uppercase();
+    matches!(
+        first.as_str(),
+        "INSERT" | "REPLACE" | "UPDATE" | "DELETE" | "WITH"
+    )
 }

@@ -21,6 +21,7 @@
 pub mod command;
 pub mod gather;
 pub mod keys;
+pub mod rewrite;
 
 pub use command::{check_split_keys, Command};
 pub use gather::Gather;

@@ -333,7 +333,7 @@ fn subqueries(tree: &impl Visit) -> usize {
 /// The one statement `sql` holds (trailing semicolons allowed), or `None`
 /// for zero or several statements, text sqlparser cannot parse, or text
 /// nested too deeply to parse safely.
-fn parse_one(sql: &str) -> Option<Ast> {
+pub(crate) fn parse_one(sql: &str) -> Option<Ast> {
     let dialect = SQLiteDialect {};
     let tokens = Tokenizer::new(&dialect, sql)
         .tokenize_with_location()
