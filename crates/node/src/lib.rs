@@ -488,7 +488,7 @@ fn check_groups(cfg: &NodeConfig, ids: &[GroupId]) -> Result<(), StartError> {
     if on_disk > 0 && on_disk != ids.len() {
         let had = if on_disk == 1 { 1 } else { on_disk - 1 };
         return Err(StartError::Groups(format!(
-            "data dir {} holds {had} data group(s); start it with --groups {had} (the number of              groups is fixed when a cluster is created)",
+            "data dir {} holds {had} data group(s); start it with --groups {had} (the number of groups is fixed when a cluster is created)",
             cfg.data_dir.display()
         )));
     }

@@ -183,8 +183,9 @@ impl Router {
         Arc::clone(&*self.inner.map.read().await)
     }
 
-    /// Reads the map from the metadata group (at `leader` level: a map
-    /// stale by a moment is corrected by the claims).
+    /// Reads the map from the metadata group (at `leader` level: no log
+    /// entry; a map stale by a moment is corrected by the claims, and map
+    /// changes are compare-and-sets).
     async fn refresh(&self) -> Result<Arc<ShardMap>, RequestError> {
         let read = self
             .inner
@@ -192,7 +193,7 @@ impl Router {
             .read_from(
                 META,
                 vec![Statement::new(map::READ_MAP)],
-                ReadLevel::Linearizable,
+                ReadLevel::Leader,
                 None,
             )
             .await?;

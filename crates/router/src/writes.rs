@@ -5,7 +5,7 @@ use crate::map::ShardMap;
 use crate::{back_off, is_wrong_range, still_moving, Router, ATTEMPTS};
 use paxsql_shard::keys::{self, InsertShape, KeyInterval, KeylessRows, Keys, Shape};
 use paxsql_shard::rewrite;
-use paxsql_sql::ranges::{Claim, Directive, RangeRow};
+use paxsql_sql::ranges::{Claim, Directive, RangeRow, WRONG_RANGE};
 use paxsql_types::{GroupId, RequestError, RequestId, Response, Statement, StmtResult};
 use std::collections::BTreeMap;
 
@@ -24,6 +24,37 @@ impl Router {
             .iter()
             .filter(|s| matches!(s, Shape::Schema(_)))
             .count();
+        let prefix = shapes
+            .iter()
+            .take_while(|s| matches!(s, Shape::Schema(_)))
+            .count();
+        let idempotent = stmts[..prefix]
+            .iter()
+            .all(|s| s.sql.to_ascii_uppercase().contains("IF NOT EXISTS"));
+        if schema > 0 && schema == prefix && prefix < shapes.len() && (!transaction || idempotent) {
+            // Schema first, on every group; then the rest, routed.
+            let rest_stmts = stmts[prefix..].to_vec();
+            let ddl = self
+                .schema_change(
+                    stmts[..prefix].to_vec(),
+                    shapes[..prefix].to_vec(),
+                    transaction,
+                    id.clone(),
+                )
+                .await?;
+            let rest = Box::pin(self.route_write(
+                rest_stmts,
+                transaction,
+                RequestId(format!("{}/rest", id.0)),
+            ))
+            .await?;
+            let mut results = ddl.results;
+            results.extend(rest.results);
+            return Ok(Response {
+                results,
+                index: rest.index,
+            });
+        }
         if schema > 0 {
             if schema < shapes.len() {
                 return Err(RequestError::BadRequest(
@@ -194,6 +225,13 @@ impl Router {
             })
             .collect();
         let groups: std::collections::BTreeSet<u32> = chosen.iter().map(|r| r.group).collect();
+        if insert.is_some() && groups.len() > 1 && !keys.is_all() {
+            return Err(RequestError::BadRequest(format!(
+                "this INSERT's rows belong to ranges of table {table} on several groups {:?}: \
+                 send one INSERT per group (or per row)",
+                groups
+            )));
+        }
         if insert.is_some() && groups.len() > 1 && keys.is_all() {
             return Err(RequestError::BadRequest(format!(
                 "table {table} is split over several groups: an INSERT into it must give its \
@@ -246,20 +284,50 @@ impl Router {
             )));
         }
         // Statement by statement, each on its groups in order.
+        // Once a part was applied, a range that moved is not retried (that
+        // would apply the parts done again): the results say what ran.
         let mut results = Vec::with_capacity(stmts.len());
         let mut index = paxsql_types::LogIndex(0);
+        let mut applied_any = false;
         for (i, (stmt, t)) in stmts.iter().zip(targets).enumerate() {
             let mut parts = Vec::new();
+            let mut moved = None;
             for (group, claims) in t {
                 let sub = RequestId(format!("{}/g{}/{attempt}/s{i}", id.0, group.0));
-                let Some(r) = self
+                match self
                     .claimed_write(*group, claims.clone(), vec![stmt.clone()], false, sub)
                     .await?
-                else {
-                    return Ok(None);
+                {
+                    Some(r) => {
+                        applied_any = true;
+                        index = index.max(r.index);
+                        parts.extend(r.results);
+                    }
+                    None if !applied_any => return Ok(None),
+                    None => {
+                        moved = Some(*group);
+                        break;
+                    }
+                }
+            }
+            if let Some(g) = moved {
+                let what = match parts.is_empty() {
+                    true => "not applied".to_owned(),
+                    false => format!("applied only in part (not on group {g})"),
                 };
-                index = index.max(r.index);
-                parts.extend(r.results);
+                results.push(StmtResult::Error(format!(
+                    "{WRONG_RANGE}: statement {} was {what}: its range moved while this request \
+                     ran, after earlier parts of the request were applied; send it again",
+                    i + 1
+                )));
+                for j in i + 1..stmts.len() {
+                    results.push(StmtResult::Error(format!(
+                        "{WRONG_RANGE}: statement {} was not applied: an earlier statement of \
+                         this request met a moving range; send it again",
+                        j + 1
+                    )));
+                }
+                break;
             }
             results.push(merge(parts));
         }

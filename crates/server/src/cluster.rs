@@ -115,20 +115,12 @@ pub(crate) fn engine_flags(
     Ok(flags)
 }
 
-/// [`start_nodes`] with the default engine (SQLite).
-pub(crate) fn start_nodes(
-    dir: &std::path::Path,
-    addrs: &[NodeAddrs],
-    fault_injection: bool,
-) -> anyhow::Result<Nodes> {
-    start_nodes_with(dir, addrs, fault_injection, &[])
-}
-
 /// Starts node `i` (1-based) of `addrs` as a `paxsql node` process with
 /// data dir `dir/node-i` and log `dir/node-i.log`, then waits until every
 /// node answers `/readyz`. Each node also gets the `extra` flags (see
-/// [`engine_flags`]). Dropping the result kills them (also `paxsql bench
-/// --local-cluster` uses this).
+/// [`engine_flags`]; `paxsql bench --local-cluster` passes `--groups`).
+/// Dropping the result kills them (also `paxsql bench --local-cluster`
+/// uses this).
 pub(crate) fn start_nodes_with(
     dir: &std::path::Path,
     addrs: &[NodeAddrs],

@@ -145,6 +145,55 @@ fn an_insert_run_and_its_sqlite_baseline_count_the_same_operations() {
 }
 
 #[test]
+fn a_groups_list_runs_once_per_group_count_and_prints_them_side_by_side() {
+    let dir = tempfile::tempdir().unwrap();
+    let svg = dir.path().join("plot.svg");
+    let (doc, stdout) = bench(
+        dir.path(),
+        "--local-cluster 3 --groups 1,2 --workload insert -c 4 --ops 200 --warmup 0s --verify",
+        &svg,
+    );
+    assert_eq!(doc["config"]["groups"], serde_json::json!([1, 2]));
+    let runs = doc["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 2, "one run per group count");
+    assert_eq!(runs[0]["target"], "paxsql, 3 nodes, 1 group");
+    assert_eq!(runs[1]["target"], "paxsql, 3 nodes, 2 groups");
+    for run in runs {
+        check_run(run, 1);
+        assert_eq!(u(&run["ops"]), 200, "--ops measures exactly that many");
+    }
+    let side = doc["groups"].as_array().unwrap();
+    assert_eq!(side.len(), 2);
+    assert_eq!(side[0]["ratio_to_first"]["ops_per_s"].as_f64(), Some(1.0));
+    assert!(side[1]["ratio_to_first"]["ops_per_s"].as_f64().unwrap() > 0.0);
+    assert!(
+        side[0]["ranges"].is_null(),
+        "one group: the table is not split"
+    );
+    // Two ranges, range g on data group g, and the inserts went to both.
+    let ranges = side[1]["ranges"].as_array().unwrap();
+    let groups: Vec<u64> = ranges.iter().map(|r| u(&r["group_id"])).collect();
+    assert_eq!(groups, [1, 2], "{ranges:?}");
+    for (r, v) in ranges.iter().zip(side.iter().map(|s| &s["verify"])) {
+        assert!(r["rows"].as_i64().unwrap() > 0, "{ranges:?}");
+        assert_eq!(v["passed"], true, "{v}");
+    }
+    assert!(doc["verify"].is_null(), "each run has its own");
+    assert!(stdout.contains("data groups side by side"), "{stdout}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    let header = lines
+        .iter()
+        .position(|l| l.contains("rows per range"))
+        .unwrap();
+    let row = |i: usize| lines[header + i].split_whitespace().collect::<Vec<_>>();
+    assert_eq!(row(1)[0], "1", "{stdout}");
+    assert_eq!(row(1)[5], "1.00x", "{stdout}");
+    assert_eq!(row(2)[0], "2", "{stdout}");
+    assert!(row(2)[5].ends_with('x'), "{stdout}");
+    assert!(stdout.contains("groups 2: verify: passed"), "{stdout}");
+}
+
+#[test]
 fn bad_flags_are_refused_with_a_reason() {
     let out = Command::new(BIN)
         .args(["bench", "--local-cluster", "3", "--theta", "1.5"])
@@ -158,4 +207,11 @@ fn bad_flags_are_refused_with_a_reason() {
         .output()
         .unwrap();
     assert!(!out.status.success(), "a target is required");
+    let out = Command::new(BIN)
+        .args(["bench", "--http", "127.0.0.1:1", "--groups", "1,2"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--local-cluster"), "{err}");
 }

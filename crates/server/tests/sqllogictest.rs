@@ -23,9 +23,36 @@
 //! three nodes and must equal what a linearizable read returns: the replicas
 //! stayed identical.
 //!
+//! The `*_over_groups_*` tests run the same scripts, with the same expected
+//! results, against a 3-node cluster with three data groups (`--groups 3`).
+//! Right after a `CREATE TABLE` record succeeds, before any row goes in, the
+//! harness splits the table and relocates its ranges so that, in key order,
+//! they lie on consecutive data groups (each table starting one group
+//! further than the one before). What can be split is chosen so that no
+//! answer can change ([`Spreader::plan`]):
+//!
+//! - select5's 64 tables have an `INTEGER PRIMARY KEY`: each is split at
+//!   the thirds of its keys into three ranges, one per group;
+//! - select1..3's `t1` has none, but its inserts all name their columns and
+//!   no query selects `*`: the table gets `_k INTEGER PRIMARY KEY` as its
+//!   first column, each insert `_k` = 1, 2, ... (the rowid the row would
+//!   have had), and it is split into three ranges;
+//! - select4's nine tables have no key, their inserts give no column list
+//!   and its queries use `SELECT *`: a key column would show, so each table
+//!   stays one range and the tables are spread over the groups instead
+//!   (three per group), which makes every join and compound select of two
+//!   of them cross groups.
+//!
+//! Nearly every query then reads several groups and is gathered. On a
+//! sharded cluster a schema change must come alone, so with
+//! `PAXSQL_SLT_BATCH` `CREATE`/`DROP`/`ALTER` records are never batched
+//! there. On two cores the sharded runs take about 20 s (select1, select2),
+//! 60 s (select3), 80-140 s (select4) and 40-60 s (select5).
+//!
 //! Each test prints how many records passed and how long it took. Run one
-//! script with `cargo test -p paxsql --test sqllogictest select1`; add
-//! `-- --nocapture` to see the summary. `PAXSQL_SLT_DIR` overrides where the
+//! script with `cargo test -p paxsql --test sqllogictest select1_results`
+//! (`select1_over_groups` for the sharded run, `over_groups` for all five);
+//! add `-- --nocapture` to see the summary. `PAXSQL_SLT_DIR` overrides where the
 //! scripts are read from.
 
 mod common;
@@ -37,6 +64,7 @@ use sqllogictest::{
     RecordOutput, Runner, StatementExpect, DB,
 };
 use std::collections::hash_map::DefaultHasher;
+use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -73,6 +101,31 @@ fn select5_results_match_sqlite_and_replicas_agree() {
     run_script("select5");
 }
 
+#[test]
+fn select1_over_groups_matches_sqlite() {
+    run_script_over_groups("select1");
+}
+
+#[test]
+fn select2_over_groups_matches_sqlite() {
+    run_script_over_groups("select2");
+}
+
+#[test]
+fn select3_over_groups_matches_sqlite() {
+    run_script_over_groups("select3");
+}
+
+#[test]
+fn select4_over_groups_matches_sqlite() {
+    run_script_over_groups("select4");
+}
+
+#[test]
+fn select5_over_groups_matches_sqlite() {
+    run_script_over_groups("select5");
+}
+
 /// The adapter prints values as SQLite's reference harness does, which is
 /// what the expected results in the scripts were made with.
 #[test]
@@ -98,6 +151,59 @@ fn values_are_formatted_like_sqlites_harness() {
     for (value, ty, want) in cases {
         assert_eq!(format_value(&value, Some(&ty)), want, "{value} as {ty:?}");
     }
+}
+
+/// The sharded variant keys select1..3's table (inserts name their columns,
+/// no query selects `*`), keeps select4's whole (`SELECT *`, inserts
+/// without column lists) and splits select5's by their own keys.
+#[test]
+fn over_groups_plans_keys_only_where_results_cannot_change() {
+    let dir = script_dir();
+    let read =
+        |name: &str| strip_condition_comments(&std::fs::read_to_string(dir.join(name)).unwrap());
+    for (script, star) in [
+        ("select1.test", false),
+        ("select2.test", false),
+        ("select3.test", false),
+        ("select4.test", true),
+        ("select5.test", false),
+    ] {
+        assert_eq!(selects_star(&read(script)), star, "{script}");
+    }
+    assert!(!selects_star("SELECT count(*), a*2, (b * c) FROM t1"));
+    assert!(selects_star("SELECT x.* FROM t1 AS x"));
+    assert!(selects_star("SELECT DISTINCT * FROM t1"));
+
+    let text = "statement ok\nCREATE TABLE t1(a INTEGER, b INTEGER)\n\n\
+                statement ok\nINSERT INTO t1(b,a) VALUES(2,'x(y')\n\n\
+                statement ok\nINSERT INTO t1(a,b) VALUES(3,4)\n\n\
+                query I nosort\nSELECT a FROM t1\n----\n3\nx(y\n";
+    let mut records = parse_with_name::<DefaultColumnType>(text, "t").unwrap();
+    let plan = Spreader::plan(&mut records, text);
+    let sqls: Vec<&str> = records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Statement { sql, .. } => Some(sql.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        sqls,
+        [
+            "CREATE TABLE t1(_k INTEGER PRIMARY KEY, a INTEGER, b INTEGER)",
+            "INSERT INTO t1(_k, b,a) VALUES(1, 2,'x(y')",
+            "INSERT INTO t1(_k, a,b) VALUES(2, 3,4)",
+        ]
+    );
+    assert_eq!(plan.splits["t1"], [2]);
+    assert_eq!(split_keys(30), [11, 21]);
+    assert_eq!(split_keys(10), [4, 7]);
+    assert!(!keyable_insert("INSERT INTO t1(a) VALUES(1),(2)"));
+    assert!(!keyable_insert("INSERT INTO t1 VALUES(1)"));
+    assert_eq!(
+        created_table("CREATE TABLE IF NOT EXISTS T9 (a)").as_deref(),
+        Some("t9")
+    );
 }
 
 /// Where the scripts live: `testdata/sqllogictest` in the repository.
@@ -132,16 +238,52 @@ impl Tally {
     }
 }
 
+/// How a script's cluster is laid out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Layout {
+    /// One group: every node holds every table whole.
+    OneGroup,
+    /// `--groups 3`: tables keyed, split and spread over the data groups
+    /// (see [`Spreader`]).
+    OverGroups,
+}
+
+/// The data groups of a [`Layout::OverGroups`] cluster.
+const DATA_GROUPS: u64 = 3;
+
 /// Runs one script against a fresh 3-node cluster, then checks the replicas.
 fn run_script(name: &str) {
+    run(name, Layout::OneGroup);
+}
+
+/// Runs one script against a fresh 3-node cluster with three data groups,
+/// every table spread over them as it is created.
+fn run_script_over_groups(name: &str) {
+    run(name, Layout::OverGroups);
+}
+
+fn run(name: &str, layout: Layout) {
     let path = script_dir().join(format!("{name}.test"));
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("read {}: {e} (set PAXSQL_SLT_DIR)", path.display()));
-    let records = parse_with_name::<DefaultColumnType>(&strip_condition_comments(&text), name)
+    let text = strip_condition_comments(&text);
+    let mut records = parse_with_name::<DefaultColumnType>(&text, name)
         .unwrap_or_else(|e| panic!("parse {}: {e}", path.display()));
+    let mut spreader = match layout {
+        Layout::OneGroup => None,
+        Layout::OverGroups => Some(Spreader::plan(&mut records, &text)),
+    };
 
     let started = Instant::now();
-    let cluster = Cluster::start(3);
+    let cluster = match layout {
+        Layout::OneGroup => Cluster::start(3),
+        Layout::OverGroups => {
+            let groups = DATA_GROUPS.to_string();
+            let c = Cluster::start_with(3, &["--groups", &groups]);
+            c.wait_groups_led(DATA_GROUPS as usize + 1);
+            c
+        }
+    };
     let db = HttpDb::new(&cluster);
     let boot = started.elapsed();
 
@@ -157,13 +299,18 @@ fn run_script(name: &str) {
     let mut batch: Vec<(String, String)> = Vec::new();
     for record in records {
         match &record {
+            // A sharded cluster takes a schema change only in a request of
+            // its own, and spreads a table right after creating it.
             Record::Statement {
                 conditions,
                 sql,
                 expected: StatementExpect::Ok,
                 loc,
                 ..
-            } if limit > 1 && !is_skipped(conditions) => {
+            } if limit > 1
+                && !is_skipped(conditions)
+                && !(layout == Layout::OverGroups && is_schema_change(sql)) =>
+            {
                 batch.push((loc.to_string(), sql.clone()));
                 if batch.len() >= limit {
                     db.execute_batch(&mut batch, &mut tally);
@@ -175,6 +322,10 @@ fn run_script(name: &str) {
             _ => {}
         }
         db.execute_batch(&mut batch, &mut tally);
+        let created = match &record {
+            Record::Statement { sql, .. } => created_table(sql),
+            _ => None,
+        };
         let (mode, counted) = match &record {
             Record::Statement { .. } => (Mode::Execute, Some(&mut tally.statements)),
             Record::Query {
@@ -186,6 +337,11 @@ fn run_script(name: &str) {
         };
         *db.shared.mode.lock().unwrap() = mode;
         let outcome = runner.run(record);
+        if let (Some(spreader), Some(table), Ok(RecordOutput::Statement { .. })) =
+            (&mut spreader, &created, &outcome)
+        {
+            spreader.spread(&cluster, table);
+        }
         if let Some(counter) = counted {
             match outcome {
                 Ok(RecordOutput::Nothing) => tally.skipped += 1,
@@ -205,11 +361,16 @@ fn run_script(name: &str) {
         eprintln!("{f}\n");
     }
 
+    let layout_summary = match &spreader {
+        Some(s) => format!("; {}", s.summary(&cluster)),
+        None => String::new(),
+    };
     let replicas = check_replicas(&cluster);
     let total = tally.statements + tally.queries;
     println!(
         "{name}: {} of {total} records passed ({} statements in {} write requests, \
-         {} queries), {} skipped; {} failed; cluster start {:.1}s, script {:.1}s; {replicas}",
+         {} queries), {} skipped; {} failed; cluster start {:.1}s, script {:.1}s; \
+         {replicas}{layout_summary}",
         tally.passed(),
         tally.statements,
         db.shared.writes.load(Ordering::Relaxed),
@@ -226,6 +387,261 @@ fn run_script(name: &str) {
             tally.failures.len().min(SHOW_FAILURES)
         );
     }
+}
+
+/// How a script's tables are laid out over the data groups: the sharded
+/// variant's plan, made from the whole script before it runs.
+///
+/// A table is spread right after its `CREATE TABLE` succeeds, before any
+/// row goes in, so inserts are routed by key too. Its ranges go, in key
+/// order, to consecutive data groups, each table starting one group further
+/// than the one before, so a table of one range still differs in group from
+/// its neighbours.
+#[derive(Debug, Default)]
+struct Spreader {
+    /// Split keys by table (lower case); none: the table stays one range.
+    splits: HashMap<String, Vec<i64>>,
+    /// Tables keyed by the script itself (an `INTEGER PRIMARY KEY`).
+    own_key: usize,
+    /// Tables given a key column `_k` here (see [`Spreader::plan`]).
+    given_key: usize,
+    /// Tables that cannot be keyed: spread whole.
+    whole: usize,
+    /// Tables spread so far.
+    spread: u64,
+    /// Time spent splitting and relocating.
+    spent: Duration,
+}
+
+/// The key column the sharded variant adds.
+const ADDED_KEY: &str = "_k";
+
+impl Spreader {
+    /// Decides, per `CREATE TABLE` of the script, how the table is split,
+    /// and rewrites the records that need it:
+    ///
+    /// - a table with an `INTEGER PRIMARY KEY` is split as it is, assuming
+    ///   the script's rows have keys 1..=n (select5's do);
+    /// - a table without one gets `_k INTEGER PRIMARY KEY` as its first
+    ///   column, and each of its `INSERT`s `_k` = 1, 2, ... in script order
+    ///   (the rowid it would have had, so even rowid order is kept) — only
+    ///   if every insert names its columns and has one row, and no query of
+    ///   the script selects `*` (where `_k` would show);
+    /// - any other table stays one range, spread whole.
+    fn plan(records: &mut [Record<DefaultColumnType>], text: &str) -> Spreader {
+        let star = selects_star(text);
+        let mut plan = Spreader::default();
+        for i in 0..records.len() {
+            let Record::Statement { sql, .. } = &records[i] else {
+                continue;
+            };
+            let Some(table) = created_table(sql) else {
+                continue;
+            };
+            let own_key = sql.to_ascii_uppercase().contains("INTEGER PRIMARY KEY");
+            let inserts: Vec<(usize, bool)> = records
+                .iter()
+                .enumerate()
+                .skip(i + 1)
+                .filter_map(|(j, r)| match r {
+                    Record::Statement { sql, .. } => insert_target(sql)
+                        .filter(|(t, _)| *t == table)
+                        .map(|_| (j, keyable_insert(sql))),
+                    _ => None,
+                })
+                .collect();
+            let keys = split_keys(inserts.len());
+            if own_key {
+                plan.own_key += 1;
+            } else if !star && inserts.iter().all(|&(_, keyable)| keyable) {
+                plan.given_key += 1;
+                add_key_column(&mut records[i]);
+                for (k, &(j, _)) in inserts.iter().enumerate() {
+                    add_key_value(&mut records[j], k as i64 + 1);
+                }
+            } else {
+                plan.whole += 1;
+                plan.splits.insert(table, Vec::new());
+                continue;
+            }
+            plan.splits.insert(table, keys);
+        }
+        plan
+    }
+
+    /// Splits and relocates a table just created.
+    fn spread(&mut self, cluster: &Cluster, table: &str) {
+        let started = Instant::now();
+        let keys = self.splits.get(table).cloned().unwrap_or_default();
+        let first_group = self.spread % DATA_GROUPS + 1;
+        let via = self.spread % cluster.nodes.len() as u64 + 1;
+        cluster.spread_table(via, table, &keys, DATA_GROUPS, first_group);
+        self.spread += 1;
+        self.spent += started.elapsed();
+    }
+
+    /// The layout as `SHOW RANGES` has it at the end; panics unless every
+    /// data group holds rows.
+    fn summary(&self, cluster: &Cluster) -> String {
+        let ranges = cluster.rows(1, "SHOW RANGES", "linearizable");
+        let mut rows_by_group: BTreeMap<u64, i64> = (1..=DATA_GROUPS).map(|g| (g, 0)).collect();
+        for r in &ranges {
+            let group = r[4].as_u64().expect("group_id");
+            *rows_by_group.entry(group).or_default() += r[7].as_i64().expect("rows");
+        }
+        assert!(
+            rows_by_group.values().all(|&n| n > 0),
+            "every data group should hold rows: {rows_by_group:?}"
+        );
+        format!(
+            "{} tables spread in {:.1}s ({} keyed by the script, {} given {ADDED_KEY}, {} whole), \
+             {} ranges, rows per group {rows_by_group:?}",
+            self.spread,
+            self.spent.as_secs_f64(),
+            self.own_key,
+            self.given_key,
+            self.whole,
+            ranges.len(),
+        )
+    }
+}
+
+/// Keys that cut 1..=n into three ranges of about n/3 rows.
+fn split_keys(n: usize) -> Vec<i64> {
+    let mut keys: Vec<i64> = (1..DATA_GROUPS as usize)
+        .map(|k| 1 + (k * n / DATA_GROUPS as usize) as i64)
+        .filter(|&k| k > 1)
+        .collect();
+    keys.dedup();
+    keys
+}
+
+/// The table a `CREATE TABLE` makes (lower case).
+fn created_table(sql: &str) -> Option<String> {
+    let rest = strip_keywords(sql, &["CREATE", "TABLE"])?;
+    let rest = strip_keywords(rest, &["IF", "NOT", "EXISTS"]).unwrap_or(rest);
+    let name = leading_name(rest)?;
+    Some(name.to_ascii_lowercase())
+}
+
+/// Whether a statement changes the schema (a sharded cluster wants it alone).
+fn is_schema_change(sql: &str) -> bool {
+    ["CREATE", "DROP", "ALTER"]
+        .iter()
+        .any(|k| strip_keywords(sql, &[k]).is_some())
+}
+
+/// The table an `INSERT INTO` writes (lower case), and whether it lists
+/// its columns.
+fn insert_target(sql: &str) -> Option<(String, bool)> {
+    let rest = strip_keywords(sql, &["INSERT", "INTO"])?;
+    let name = leading_name(rest)?;
+    let after = rest[name.len()..].trim_start();
+    Some((name.to_ascii_lowercase(), after.starts_with('(')))
+}
+
+/// Whether an insert can be given a key value: it lists its columns and
+/// has one `VALUES` row.
+fn keyable_insert(sql: &str) -> bool {
+    let Some((_, true)) = insert_target(sql) else {
+        return false;
+    };
+    let Some(open) = values_tuple(sql) else {
+        return false;
+    };
+    closing_paren(sql, open).is_some_and(|close| {
+        sql[close + 1..]
+            .trim()
+            .trim_end_matches(';')
+            .trim()
+            .is_empty()
+    })
+}
+
+fn add_key_column(record: &mut Record<DefaultColumnType>) {
+    if let Record::Statement { sql, .. } = record {
+        let open = sql.find('(').expect("CREATE TABLE has a column list");
+        sql.insert_str(open + 1, &format!("{ADDED_KEY} INTEGER PRIMARY KEY, "));
+    }
+}
+
+fn add_key_value(record: &mut Record<DefaultColumnType>, key: i64) {
+    if let Record::Statement { sql, .. } = record {
+        let values = values_tuple(sql).expect("a keyable insert");
+        sql.insert_str(values + 1, &format!("{key}, "));
+        let columns = sql.find('(').expect("a keyable insert lists its columns");
+        sql.insert_str(columns + 1, &format!("{ADDED_KEY}, "));
+    }
+}
+
+/// Where the `(` of an insert's `VALUES (...)` is.
+fn values_tuple(sql: &str) -> Option<usize> {
+    let at = sql.to_ascii_uppercase().find("VALUES")?;
+    let open = at + 6 + sql[at + 6..].find('(')?;
+    sql[at + 6..open].trim().is_empty().then_some(open)
+}
+
+/// The `)` that closes the `(` at `open`, skipping quoted text.
+fn closing_paren(sql: &str, open: usize) -> Option<usize> {
+    let mut depth = 0usize;
+    let mut quote: Option<char> = None;
+    for (i, c) in sql.char_indices().skip_while(|&(i, _)| i < open) {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '\'' | '"') => quote = Some(c),
+            (None, '(') => depth += 1,
+            (None, ')') => {
+                depth -= 1;
+                if depth == 0 {
+                    return Some(i);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// `sql` after the given keywords (case-insensitive, whitespace between),
+/// if it starts with them.
+fn strip_keywords<'a>(sql: &'a str, keywords: &[&str]) -> Option<&'a str> {
+    let mut rest = sql.trim_start();
+    for k in keywords {
+        let head = rest.get(..k.len())?;
+        let next = rest[k.len()..].chars().next();
+        if !head.eq_ignore_ascii_case(k) || next.is_some_and(|c| c.is_alphanumeric() || c == '_') {
+            return None;
+        }
+        rest = rest[k.len()..].trim_start();
+    }
+    Some(rest)
+}
+
+/// The identifier `sql` starts with (unquoted).
+fn leading_name(sql: &str) -> Option<&str> {
+    let end = sql
+        .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+        .unwrap_or(sql.len());
+    (end > 0).then(|| &sql[..end])
+}
+
+/// Whether any statement selects `*` or `t.*` (not `count(*)`, not a
+/// product): after `SELECT`, `ALL`, `DISTINCT`, a comma, or a dot.
+fn selects_star(text: &str) -> bool {
+    text.match_indices('*').any(|(at, _)| {
+        let before = text[..at].trim_end();
+        if before.ends_with(['.', ',']) {
+            return true;
+        }
+        let word_start = before
+            .rfind(|c: char| !(c.is_alphanumeric() || c == '_'))
+            .map_or(0, |i| i + 1);
+        let word = &before[word_start..];
+        ["SELECT", "ALL", "DISTINCT"]
+            .iter()
+            .any(|k| word.eq_ignore_ascii_case(k))
+    })
 }
 
 /// `# comments` after `skipif`/`onlyif` confuse the parser: drop them.

@@ -268,6 +268,7 @@ mod tests {
             distribution: Distribution::Zipfian,
             theta: 0.99,
             seed: 5,
+            ranges: 1,
         });
         let db = SqliteBaseline::open(&dir.path().join("b.sqlite"), 1, true).unwrap();
         rt.block_on(async {

@@ -1,9 +1,11 @@
 //! `--local-cluster N`: a throwaway cluster on loopback for one bench run,
-//! started the way `paxsql cluster` starts one ([`crate::cluster::start_nodes`]:
+//! started the way `paxsql cluster` starts one ([`crate::cluster::start_nodes_with`]:
 //! this same binary's `node` subcommand, one process per node), on free
-//! ports, in a fresh directory that is deleted afterwards.
+//! ports, in a fresh directory that is deleted afterwards. With `--groups
+//! G` each node is started with `--groups G` (a metadata group and G data
+//! groups).
 
-use crate::cluster::{start_nodes, NodeAddrs, Nodes};
+use crate::cluster::{start_nodes_with, NodeAddrs, Nodes};
 use anyhow::Context;
 use std::net::TcpListener;
 use std::path::Path;
@@ -26,9 +28,9 @@ impl std::fmt::Debug for LocalCluster {
 }
 
 impl LocalCluster {
-    /// Starts `n` nodes with data under a new directory in `parent` and
-    /// waits until each is ready.
-    pub fn start(n: u64, parent: &Path) -> anyhow::Result<LocalCluster> {
+    /// Starts `n` nodes of `groups` data groups with data under a new
+    /// directory in `parent` and waits until each is ready.
+    pub fn start(n: u64, groups: u32, parent: &Path) -> anyhow::Result<LocalCluster> {
         anyhow::ensure!(
             n >= 2,
             "--local-cluster must be 2 or more (OmniPaxos needs a quorum of peers)"
@@ -46,7 +48,8 @@ impl LocalCluster {
             })
             .collect();
         let http = addrs.iter().map(|a| a.http.clone()).collect();
-        let nodes = start_nodes(dir.path(), &addrs, false)?;
+        let flags = ["--groups".to_owned(), groups.to_string()];
+        let nodes = start_nodes_with(dir.path(), &addrs, false, &flags)?;
         Ok(LocalCluster {
             nodes: Some(nodes),
             dir,

@@ -27,20 +27,26 @@ for one key`) and listed.
 # The run, step by step
 
 1. Start the target: `--local-cluster N` spawns N `paxsql node` processes
-   on free loopback ports with fresh data dirs ([`local`]); `--http` uses a
-   running cluster.
+   on free loopback ports with fresh data dirs, each with `--groups G`
+   ([`local`]); `--http` uses a running cluster.
 2. Create the table (`--table`, dropped first if it exists) and, for
    workloads that read or update, load `--keys` rows ([`workload`]); wait
-   until every replica has applied the load.
+   until every replica has applied the load. With G above 1, split the
+   table into G equal ranges over the keys the workload touches and move
+   range g to data group g ([`shard`]; the workload's keys spread over
+   them, see [`workload`]).
 3. Drive the workload ([`drive`]), with a progress bar on a terminal.
 4. With `--verify`, compare the replicas row by row ([`verify`]).
-5. Stop a local cluster, so the baseline does not share the CPU with idle
-   nodes.
+5. Stop a local cluster, so the next run and the baseline do not share
+   the CPU with idle nodes. With a list `--groups 1,2,4`, steps 1–5 run
+   once per value, each on a fresh cluster.
 6. With `--baseline sqlite`, time the disk's fsync ([`disk`]; also done
    before a local cluster's run) and run the identical workload against one local
    SQLite file, as durable as the cluster's log ([`baseline`] explains why
    its path is a fair one).
-7. Print the table; write `--json` and `--plot` ([`report`], [`plot`]).
+7. Print the table (with several `--groups` values, also the runs side by
+   side, throughput as a ratio to the first value); write `--json` and
+   `--plot` ([`report`], [`plot`]).
 
 The bench client runs on the machine it measures (on a 2-core laptop it
 takes a share of the CPU from the nodes); the baseline pays the same client
@@ -53,6 +59,7 @@ mod http;
 mod local;
 mod plot;
 mod report;
+mod shard;
 mod stats;
 mod verify;
 mod workload;
@@ -117,6 +124,12 @@ pub struct BenchArgs {
     /// it afterwards.
     #[arg(long, value_name = "N")]
     local_cluster: Option<u64>,
+    /// Data groups of the local cluster (`paxsql node --groups`), as a list
+    /// to compare: `1,2,4` runs the workload once per value, each on a
+    /// fresh cluster whose table is split into that many ranges, one per
+    /// data group, and prints the runs side by side.
+    #[arg(long, value_delimiter = ',', default_value = "1", value_name = "G,...")]
+    groups: Vec<u32>,
     /// The workload.
     #[arg(long, value_enum, default_value = "insert")]
     workload: WorkloadKind,
@@ -199,6 +212,7 @@ struct Config {
     baseline: Option<BaselineKind>,
     nodes: Vec<String>,
     local_cluster: Option<u64>,
+    groups: Vec<u32>,
     table: String,
     timeout_s: f64,
     seed: u64,
@@ -220,7 +234,7 @@ const FSYNC_PROBE_ROUNDS: u64 = 200;
 /// Runs `paxsql bench`.
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     validate(&args)?;
-    let spec = WorkloadSpec {
+    let spec = |groups: u32| WorkloadSpec {
         kind: args.workload,
         table: args.table.clone(),
         keys: args.keys,
@@ -229,6 +243,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         distribution: args.distribution,
         theta: args.theta,
         seed: args.seed,
+        ranges: groups.into(),
     };
     let plan = Plan {
         warmup: args.warmup,
@@ -242,44 +257,20 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let rt = crate::runtime()?;
     catch_ctrl_c(&rt);
 
-    // 1–5: the cluster.
-    let mut local = match args.local_cluster {
-        Some(n) => {
-            eprintln!("bench: starting a local cluster of {n} nodes");
-            Some(local::LocalCluster::start(n, &parent)?)
+    // 1–5: the cluster, once per data-group count.
+    let mut passes: Vec<ClusterPass> = Vec::new();
+    for &groups in &args.groups {
+        passes.push(cluster_pass(&args, &spec(groups), &plan, &parent, &rt)?);
+        if INTERRUPTED.load(Ordering::Relaxed) {
+            break;
         }
-        None => None,
-    };
-    let nodes = match &local {
-        Some(c) => c.http().to_vec(),
-        None => args.http.clone(),
-    };
-    let fsync = match &local {
-        Some(c) => Some(disk::probe(c.dir(), FSYNC_PROBE_ROUNDS)?),
-        None => None,
-    };
-    let cluster = rt.block_on(async {
-        let mut summary = cluster_run(&args, &spec, &plan, &nodes).await?;
-        summary.fsync = fsync;
-        let verified = if args.verify {
-            eprintln!("bench: comparing the replicas");
-            Some(verify::verify(&nodes).await?)
-        } else {
-            None
-        };
-        anyhow::Ok((summary, verified))
-    });
-    if let (Err(_), Some(c)) = (&cluster, &local) {
-        print_log_tails(c.dir(), nodes.len());
     }
-    if let Some(c) = &mut local {
-        c.stop();
-    }
-    drop(local);
-    let (cluster, verified) = cluster?;
+    let nodes = passes[0].nodes.clone();
+    let verified = passes[0].verified.clone();
+    let spec = spec(args.groups[0]);
 
     // 6: the baseline.
-    let mut runs = vec![cluster];
+    let mut runs: Vec<RunSummary> = passes.iter().map(|p| p.summary.clone()).collect();
     if let Some(kind) = args.baseline {
         let metered = match kind {
             BaselineKind::Sqlite => vec![false],
@@ -296,7 +287,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             runs.push(summary);
         }
     }
-    if let [_, plain, metered] = runs.as_slice() {
+    let baselines = &runs[passes.len()..];
+    if let [plain, metered] = baselines {
         println!(
             "statement budget meter: metered/plain SQLite = {:.3}x ops/s ({:.0} vs {:.0}), \
              {:.3}x median latency ({:.3} vs {:.3} ms)",
@@ -310,24 +302,38 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
 
     // 7: the report.
-    let ratios = runs.get(1).map(|b| report::Ratios::of(&runs[0], b));
+    let ratios = args
+        .baseline
+        .map(|_| report::Ratios::of(&runs[0], &runs[passes.len()]));
+    let side_by_side: Vec<report::GroupsRun> = passes
+        .into_iter()
+        .map(|p| report::GroupsRun::of(p.groups, &p.summary, &runs[0], p.ranges, p.verified))
+        .collect();
     println!("{}", title(&args));
-    print!(
-        "{}",
-        report::table(&runs, ratios.as_ref(), verified.as_ref())
-    );
+    if side_by_side.len() == 1 {
+        print!(
+            "{}",
+            report::table(&runs, ratios.as_ref(), verified.as_ref())
+        );
+    } else {
+        print!("{}", report::table(&runs, None, None));
+        print!("{}", report::groups_table(&side_by_side));
+    }
     if let Some(path) = &args.plot {
         plot::plot(path, &title(&args), &runs)?;
         eprintln!("bench: plot written to {}", path.display());
     }
-    let failed_verify = verified.as_ref().is_some_and(|v| !v.passed);
+    let failed_verify = side_by_side
+        .iter()
+        .any(|g| g.verify.as_ref().is_some_and(|v| !v.passed));
     if let Some(path) = &args.json {
         let doc = report::Report {
             format_version: 1,
             config: config(&args, &nodes),
             runs,
             ratio_to_baseline: ratios,
-            verify: verified,
+            verify: verified.filter(|_| side_by_side.len() == 1),
+            groups: side_by_side,
         };
         let text = serde_json::to_string_pretty(&doc)?;
         std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
@@ -370,6 +376,7 @@ fn validate(args: &BenchArgs) -> anyhow::Result<()> {
     if args.local_cluster.is_none() && args.http.is_empty() {
         bail!("give --http HOST:PORT,... or --local-cluster N");
     }
+    validate_groups(args)?;
     if let Some(p) = &args.plot {
         let ext = p.extension().and_then(|e| e.to_str()).unwrap_or("");
         if !ext.eq_ignore_ascii_case("png") && !ext.eq_ignore_ascii_case("svg") {
@@ -378,6 +385,30 @@ fn validate(args: &BenchArgs) -> anyhow::Result<()> {
                 p.display()
             );
         }
+    }
+    Ok(())
+}
+
+fn validate_groups(args: &BenchArgs) -> anyhow::Result<()> {
+    let max = paxsql_node::GROUPS_MAX;
+    if let Some(g) = args.groups.iter().find(|&&g| g == 0 || g > max) {
+        bail!("--groups {g}: each value must be between 1 and {max}");
+    }
+    if args.groups != [1] && args.local_cluster.is_none() {
+        bail!(
+            "--groups starts clusters with that many data groups, so it needs --local-cluster N \
+             (against a running cluster, split and relocate the table yourself)"
+        );
+    }
+    if args.groups.len() > 1 && args.baseline.is_some() {
+        bail!("--baseline compares one cluster run with SQLite: give one --groups value with it");
+    }
+    let most = args.groups.iter().copied().max().unwrap_or(1);
+    if args.workload.needs_preload() && args.keys < most.into() {
+        bail!(
+            "--keys {} cannot be split into {most} ranges: give at least {most} keys",
+            args.keys
+        );
     }
     Ok(())
 }
@@ -425,6 +456,7 @@ fn config(args: &BenchArgs, nodes: &[String]) -> Config {
         baseline: args.baseline,
         nodes: nodes.to_vec(),
         local_cluster: args.local_cluster,
+        groups: args.groups.clone(),
         table: args.table.clone(),
         timeout_s: args.timeout.as_secs_f64(),
         seed: args.seed,
@@ -447,40 +479,130 @@ impl Client {
     }
 }
 
-/// Sets up the table on the cluster and drives the workload against it.
+/// Steps 1–5 at one data-group count (`spec.ranges`).
+#[derive(Debug)]
+struct ClusterPass {
+    groups: u32,
+    nodes: Vec<String>,
+    summary: RunSummary,
+    /// The table's ranges after the run, with G above 1.
+    ranges: Option<Vec<shard::RangeLayout>>,
+    verified: Option<verify::VerifyReport>,
+}
+
+/// Starts a local cluster (if asked to) of `spec.ranges` data groups, runs
+/// the workload against the target, verifies, and stops the cluster.
+fn cluster_pass(
+    args: &BenchArgs,
+    spec: &WorkloadSpec,
+    plan: &Plan,
+    parent: &Path,
+    rt: &tokio::runtime::Runtime,
+) -> anyhow::Result<ClusterPass> {
+    let groups = u32::try_from(spec.ranges).context("--groups")?;
+    let mut local = match args.local_cluster {
+        Some(n) => {
+            eprintln!("bench: starting a local cluster of {n} nodes, {groups} data group(s)");
+            Some(local::LocalCluster::start(n, groups, parent)?)
+        }
+        None => None,
+    };
+    let nodes = match &local {
+        Some(c) => c.http().to_vec(),
+        None => args.http.clone(),
+    };
+    let fsync = match &local {
+        Some(c) => Some(disk::probe(c.dir(), FSYNC_PROBE_ROUNDS)?),
+        None => None,
+    };
+    let pass = rt.block_on(async {
+        let (mut summary, ranges) = cluster_run(args, spec, plan, &nodes).await?;
+        summary.fsync = fsync;
+        let verified = if args.verify {
+            eprintln!("bench: comparing the replicas");
+            Some(verify::verify(&nodes).await?)
+        } else {
+            None
+        };
+        anyhow::Ok((summary, ranges, verified))
+    });
+    if let (Err(_), Some(c)) = (&pass, &local) {
+        print_log_tails(c.dir(), nodes.len());
+    }
+    if let Some(c) = &mut local {
+        c.stop();
+    }
+    drop(local);
+    let (summary, ranges, verified) = pass?;
+    Ok(ClusterPass {
+        groups,
+        nodes,
+        summary,
+        ranges,
+        verified,
+    })
+}
+
+/// Sets up the table on the cluster (split over `spec.ranges` data groups
+/// when above 1), drives the workload against it, and with G above 1 reads
+/// back how the table's rows lie over the ranges.
 async fn cluster_run(
     args: &BenchArgs,
     spec: &WorkloadSpec,
     plan: &Plan,
     nodes: &[String],
-) -> anyhow::Result<RunSummary> {
+) -> anyhow::Result<(RunSummary, Option<Vec<shard::RangeLayout>>)> {
     let workload = Workload::new(spec.clone());
     let setup = reqwest::Client::builder()
         .timeout(Duration::from_secs(120))
         .build()?;
-    let url = format!("http://{}/db/execute", nodes[0]);
+    let sharded = spec.ranges > 1;
+    if sharded {
+        shard::wait_groups_led(&setup, nodes, spec.ranges as u32).await?;
+    }
     eprintln!("bench: creating table {} at {}", spec.table, nodes[0]);
     for request in workload.setup_requests() {
-        let results = http::post(&setup, &url, &request)
+        shard::execute_retrying(&setup, &nodes[0], &request)
             .await
-            .and_then(|r| http::check_results(&r, request.len(), false))
-            .map_err(|e| anyhow!("setting up {} at {}: {e}", spec.table, nodes[0]));
-        results?;
+            .with_context(|| format!("setting up {} at {}", spec.table, nodes[0]))?;
     }
-    verify::wait_caught_up(&setup, nodes)
-        .await
-        .map_err(|_| anyhow!("the replicas did not all apply the table's load within a minute"))?;
+    let caught_up = |what: &'static str| {
+        let setup = &setup;
+        async move {
+            verify::wait_caught_up(setup, nodes)
+                .await
+                .map_err(|_| anyhow!("the replicas did not all apply {what} within a minute"))
+        }
+    };
+    caught_up("the table's load").await?;
+    if sharded {
+        let keys = workload.split_keys();
+        eprintln!(
+            "bench: splitting {} at {keys:?}, range g to data group g",
+            spec.table
+        );
+        shard::spread(&setup, &nodes[0], &spec.table, &keys).await?;
+        caught_up("the relocated ranges").await?;
+    }
     let clients = (0..args.concurrency)
         .map(|i| {
             http::HttpClient::new(&nodes[i % nodes.len()], args.level, args.timeout)
                 .map(Client::Http)
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let name = match args.local_cluster {
+    let mut name = match args.local_cluster {
         Some(n) => format!("paxsql, {n} nodes"),
         None => format!("paxsql, {} addresses", nodes.len()),
     };
-    drive(name, workload, clients, plan).await
+    if args.groups != [1] {
+        name += &format!(", {} group{}", spec.ranges, if sharded { "s" } else { "" });
+    }
+    let summary = drive(name, workload, clients, plan).await?;
+    let ranges = match sharded {
+        true => Some(shard::ranges(&setup, &nodes[0], &spec.table).await?),
+        false => None,
+    };
+    Ok((summary, ranges))
 }
 
 /// Sets up a fresh SQLite file in `dir` and drives the same workload

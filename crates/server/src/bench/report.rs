@@ -1,5 +1,6 @@
 //! The summary table on stdout and the `--json` document.
 
+use super::shard::RangeLayout;
 use super::stats::RunSummary;
 use super::verify::VerifyReport;
 use serde::Serialize;
@@ -27,6 +28,47 @@ impl Ratios {
     }
 }
 
+/// One cluster run of a `--groups` list, beside the others.
+#[derive(Clone, Debug, Serialize)]
+pub struct GroupsRun {
+    /// Data groups of the cluster.
+    pub groups: u32,
+    /// The run's name in `runs`.
+    pub target: String,
+    pub ops_per_s: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub errors: u64,
+    /// This run over the first run of the list (the first one's is 1).
+    pub ratio_to_first: Ratios,
+    /// The table's ranges after the run, one per data group (G above 1).
+    pub ranges: Option<Vec<RangeLayout>>,
+    /// With `--verify`.
+    pub verify: Option<VerifyReport>,
+}
+
+impl GroupsRun {
+    pub fn of(
+        groups: u32,
+        run: &RunSummary,
+        first: &RunSummary,
+        ranges: Option<Vec<RangeLayout>>,
+        verify: Option<VerifyReport>,
+    ) -> GroupsRun {
+        GroupsRun {
+            groups,
+            target: run.target.clone(),
+            ops_per_s: run.ops_per_s,
+            p50_ms: run.latency_ms.p50,
+            p99_ms: run.latency_ms.p99,
+            errors: run.errors,
+            ratio_to_first: Ratios::of(run, first),
+            ranges,
+            verify,
+        }
+    }
+}
+
 /// Everything `--json` writes.
 #[derive(Debug, Serialize)]
 pub struct Report<C: Serialize> {
@@ -34,12 +76,53 @@ pub struct Report<C: Serialize> {
     pub format_version: u32,
     /// The flags the run used.
     pub config: C,
-    /// The cluster run, then the baseline run if there was one.
+    /// The cluster runs (one per `--groups` value, in order), then the
+    /// baseline run if there was one.
     pub runs: Vec<RunSummary>,
     /// Present with `--baseline`.
     pub ratio_to_baseline: Option<Ratios>,
-    /// Present with `--verify`.
+    /// Present with `--verify` and one `--groups` value (with several,
+    /// each of `groups` holds its own).
     pub verify: Option<VerifyReport>,
+    /// The cluster runs side by side, one per `--groups` value.
+    pub groups: Vec<GroupsRun>,
+}
+
+/// The `--groups` runs side by side: throughput, latency, and throughput
+/// as a ratio to the first value of the list.
+pub fn groups_table(rows: &[GroupsRun]) -> String {
+    let mut out = String::new();
+    let first = rows.first().map_or(0, |r| r.groups);
+    let _ = writeln!(
+        out,
+        "data groups side by side (ratio: ops/s over the {first}-group run):"
+    );
+    let _ = writeln!(
+        out,
+        "{:>6} {:>10} {:>8} {:>8} {:>7} {:>7}  rows per range after the run",
+        "groups", "ops/s", "p50 ms", "p99 ms", "errors", "ratio"
+    );
+    for r in rows {
+        let spread = match &r.ranges {
+            Some(ranges) => ranges
+                .iter()
+                .map(|x| format!("g{}: {}", x.group_id, x.rows))
+                .collect::<Vec<_>>()
+                .join(", "),
+            None => "one range".to_owned(),
+        };
+        let _ = writeln!(
+            out,
+            "{:>6} {:>10.1} {:>8.3} {:>8.3} {:>7} {:>6.2}x  {spread}",
+            r.groups, r.ops_per_s, r.p50_ms, r.p99_ms, r.errors, r.ratio_to_first.ops_per_s
+        );
+    }
+    for r in rows {
+        if let Some(v) = &r.verify {
+            let _ = write!(out, "groups {}: {}", r.groups, verify_text(v));
+        }
+    }
+    out
 }
 
 /// The human-readable table.
@@ -51,7 +134,7 @@ pub fn table(
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<24} {:>9} {:>10} {:>10} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7} {:>9}",
+        "{:<26} {:>9} {:>10} {:>10} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7} {:>9}",
         "run",
         "ops",
         "ops/s",
@@ -73,7 +156,7 @@ pub fn table(
         let l = &r.latency_ms;
         let _ = writeln!(
             out,
-            "{:<24} {:>9} {:>10.1} {:>10.1} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>7} {:>9}",
+            "{:<26} {:>9} {:>10.1} {:>10.1} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>7} {:>9}",
             r.target,
             r.ops,
             r.ops_per_s,
@@ -91,7 +174,7 @@ pub fn table(
                 let l = &k.latency_ms;
                 let _ = writeln!(
                     out,
-                    "{:<24} {:>9} {:>10.1} {:>10} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>7}",
+                    "{:<26} {:>9} {:>10.1} {:>10} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>7}",
                     format!("  {kind}"),
                     k.ops,
                     k.ops_per_s,
@@ -141,25 +224,32 @@ pub fn table(
         );
     }
     if let Some(v) = verify {
-        if v.passed {
-            let index = v.applied_index.values().next().cloned().unwrap_or_default();
-            let rows: u64 = v
-                .tables
-                .values()
-                .filter_map(|c| c.first())
-                .map(|c| c.rows)
-                .sum();
-            let _ = writeln!(
-                out,
-                "verify: passed: {} nodes at applied index {index:?}, {} table(s), {rows} rows, identical",
-                v.applied_index.len(),
-                v.tables.len()
-            );
-        } else {
-            let _ = writeln!(out, "verify: FAILED");
-            for p in &v.problems {
-                let _ = writeln!(out, "  {p}");
-            }
+        out += &verify_text(v);
+    }
+    out
+}
+
+/// `verify: passed: ...`, or `verify: FAILED` and what differed.
+fn verify_text(v: &VerifyReport) -> String {
+    let mut out = String::new();
+    if v.passed {
+        let index = v.applied_index.values().next().cloned().unwrap_or_default();
+        let rows: u64 = v
+            .tables
+            .values()
+            .filter_map(|c| c.first())
+            .map(|c| c.rows)
+            .sum();
+        let _ = writeln!(
+            out,
+            "verify: passed: {} nodes at applied index {index:?}, {} table(s), {rows} rows, identical",
+            v.applied_index.len(),
+            v.tables.len()
+        );
+    } else {
+        let _ = writeln!(out, "verify: FAILED");
+        for p in &v.problems {
+            let _ = writeln!(out, "  {p}");
         }
     }
     out

@@ -2,9 +2,10 @@
 //!
 //! 1. Wait until every node reports the same applied index for every group
 //!    (followers may still be applying the run's tail).
-//! 2. On every node, list the user tables and read each one whole at
-//!    `level=local` — this node's own replica — in rowid pages, hashing
-//!    every row's values in order. Rows are compared, not counts: a replica
+//! 2. On every node, list the user tables (on a sharded node this moves
+//!    the metadata group's applied index, so wait again), then read each
+//!    one whole at `level=local` — this node's own replicas — in rowid
+//!    pages, hashing every row's values in order. Rows are compared, not counts: a replica
 //!    with one different value has a different hash.
 //! 3. Check the applied indexes again: if they moved, something wrote
 //!    during the comparison and the verdict would mean nothing.
@@ -51,7 +52,18 @@ pub async fn verify(nodes: &[String]) -> anyhow::Result<VerifyReport> {
         .timeout(Duration::from_secs(30))
         .build()?;
     let mut problems = Vec::new();
-    let applied = match wait_caught_up(&client, nodes).await {
+    let mut applied = wait_caught_up(&client, nodes).await;
+    let mut lists = BTreeMap::new();
+    for n in nodes {
+        lists.insert(n.clone(), table_names(&client, n).await?);
+    }
+    if applied.is_ok() {
+        // On a sharded node listing the tables refreshes the shard map with
+        // a linearizable read of the metadata group, which moves that
+        // group's applied index: take the indexes to compare after it.
+        applied = wait_caught_up(&client, nodes).await;
+    }
+    let applied = match applied {
         Ok(a) => a,
         Err(a) => {
             problems.push(format!(
@@ -60,10 +72,6 @@ pub async fn verify(nodes: &[String]) -> anyhow::Result<VerifyReport> {
             a
         }
     };
-    let mut lists = BTreeMap::new();
-    for n in nodes {
-        lists.insert(n.clone(), table_names(&client, n).await?);
-    }
     let names = lists.values().next().cloned().unwrap_or_default();
     for (n, l) in &lists {
         if *l != names {

@@ -7,6 +7,23 @@
 //! takes (`/db/execute` or `/db/query?level=...`). Every target — the
 //! cluster over HTTP and the SQLite baseline — is given exactly these
 //! statements with these bound parameters; only the transport differs.
+//!
+//! # Keys on a split table (`--groups G`)
+//!
+//! With G data groups the bench cuts the key space into G equal ranges,
+//! range g on data group g ([`Workload::split_keys`]), and the workload's
+//! writes must land in all of them:
+//!
+//! - Read, update and YCSB workloads choose keys over the preloaded
+//!   `0..keys`, uniformly or Zipfian, so they spread by themselves; the
+//!   ranges are `keys / G` keys each.
+//! - Inserts take fresh keys. Sequential keys would all fall into the last
+//!   range, so each range is given a span of [`INSERT_RANGE_SPAN`] keys and
+//!   requests go round the ranges: request j (counted over all client
+//!   tasks) writes to range `j mod G`, at the next `batch` keys of that
+//!   range's span. A request's rows stay in one range, so each insert
+//!   request is one group's write. With G = 1 this is the plain sequence
+//!   0, 1, 2, ...
 
 use super::zipf::{KeyChooser, Zipfian};
 use rand::rngs::SmallRng;
@@ -76,7 +93,14 @@ pub struct WorkloadSpec {
     pub distribution: Distribution,
     pub theta: f64,
     pub seed: u64,
+    /// Equal ranges the key space is cut into, one per data group (1: the
+    /// table is not split).
+    pub ranges: u64,
 }
+
+/// Keys of each range's span for inserts into a split table: far more
+/// than a run inserts, so a range never runs into the next.
+pub const INSERT_RANGE_SPAN: u64 = 1 << 40;
 
 /// The kind of one operation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -156,8 +180,9 @@ pub struct Workload {
     chooser: KeyChooser,
     /// Random text that values are cut from (cheaper than drawing every byte).
     text: Arc<str>,
-    /// The next key an insert takes; one counter for all tasks, so keys
-    /// never collide.
+    /// The number of the next insert; one counter for all tasks, so keys
+    /// never collide. Requests take `batch` numbers at a time; see
+    /// [`Workload::insert_key`] for the key each number gets.
     next_insert: AtomicU64,
 }
 
@@ -183,6 +208,7 @@ impl Workload {
         let text: String = (0..text_len)
             .map(|_| char::from(b'a' + rng.random_range(0..26u8)))
             .collect();
+        assert!(spec.ranges >= 1, "at least one range");
         let first_insert = if spec.kind.needs_preload() {
             spec.keys
         } else {
@@ -237,6 +263,31 @@ impl Workload {
         requests
     }
 
+    /// The G - 1 keys to split the table at so that it falls into
+    /// `spec.ranges` equal ranges over the keys the workload touches (see
+    /// the module docs); empty for one range.
+    pub fn split_keys(&self) -> Vec<i64> {
+        let g = self.spec.ranges;
+        (1..g)
+            .map(|i| match self.spec.kind {
+                WorkloadKind::Insert => (i * INSERT_RANGE_SPAN) as i64,
+                _ => (self.spec.keys * i / g) as i64,
+            })
+            .collect()
+    }
+
+    /// The key of insert number `n`: request `n / batch` goes to range
+    /// `(n / batch) mod G`, at offset `(n / batch) / G * batch + n mod batch`
+    /// in that range's span. With one range, `n` itself.
+    fn insert_key(&self, n: u64) -> u64 {
+        let (g, b) = (self.spec.ranges, self.spec.batch as u64);
+        if g == 1 {
+            return n;
+        }
+        let (request, row) = (n / b, n % b);
+        (request % g) * INSERT_RANGE_SPAN + (request / g) * b + row
+    }
+
     /// A generator for client task `task`; seeded from the run's seed and
     /// the task number, so a rerun sends the same sequence per task.
     pub fn generator(self: &Arc<Self>, task: usize) -> OpGen {
@@ -266,15 +317,27 @@ impl OpGen {
             _ if self.rng.random_bool(spec.kind.read_fraction()) => OpKind::Read,
             _ => OpKind::Update,
         };
-        let stmts = (0..spec.batch).map(|_| self.statement(kind)).collect();
+        // An insert request takes `batch` consecutive insert numbers, so its
+        // rows land in one range (see `Workload::insert_key`).
+        let first = match kind {
+            OpKind::Insert => self
+                .w
+                .next_insert
+                .fetch_add(spec.batch as u64, Ordering::Relaxed),
+            _ => 0,
+        };
+        let stmts = (first..first + spec.batch as u64)
+            .map(|n| self.statement(kind, n))
+            .collect();
         Op { kind, stmts }
     }
 
-    fn statement(&mut self, kind: OpKind) -> Stmt {
+    /// One statement of `kind`; `n` is the insert number (inserts only).
+    fn statement(&mut self, kind: OpKind, n: u64) -> Stmt {
         let w = &*self.w;
         match kind {
             OpKind::Insert => {
-                let key = w.next_insert.fetch_add(1, Ordering::Relaxed);
+                let key = w.insert_key(n);
                 Stmt {
                     sql: w.sql.insert.clone(),
                     args: vec![Arg::Int(key as i64), Arg::Text(self.value())],
@@ -333,7 +396,47 @@ mod tests {
             distribution: Distribution::Uniform,
             theta: 0.99,
             seed: 1,
+            ranges: 1,
         }
+    }
+
+    /// The keys of `ops` insert requests from one task.
+    fn insert_keys(w: &Arc<Workload>, ops: usize) -> Vec<i64> {
+        let mut g = w.generator(0);
+        (0..ops)
+            .flat_map(|_| g.next_op().stmts)
+            .map(|s| match s.args[0] {
+                Arg::Int(k) => k,
+                ref other => panic!("unexpected key {other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn inserts_on_a_split_table_go_round_the_ranges_a_request_at_a_time() {
+        let w = Workload::new(WorkloadSpec {
+            ranges: 3,
+            batch: 2,
+            ..spec(WorkloadKind::Insert)
+        });
+        let s = INSERT_RANGE_SPAN as i64;
+        assert_eq!(w.split_keys(), vec![s, 2 * s]);
+        assert_eq!(
+            insert_keys(&w, 4),
+            vec![0, 1, s, s + 1, 2 * s, 2 * s + 1, 2, 3],
+            "request j to range j mod 3, each range's keys in sequence"
+        );
+    }
+
+    #[test]
+    fn a_preloaded_key_space_is_split_into_equal_ranges() {
+        let w = Workload::new(WorkloadSpec {
+            ranges: 4,
+            ..spec(WorkloadKind::Update)
+        });
+        assert_eq!(w.split_keys(), vec![6_250, 12_500, 18_750]);
+        let one = Workload::new(spec(WorkloadKind::Read));
+        assert!(one.split_keys().is_empty());
     }
 
     #[test]

@@ -495,3 +495,113 @@ pub fn wait_until(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// One range of a table as `SHOW RANGES FROM TABLE` lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RangeSpan {
+    pub id: u64,
+    pub start: Option<i64>,
+    pub end: Option<i64>,
+    pub group: u64,
+    pub rows: i64,
+}
+
+/// Sharded clusters (`--groups N`): waiting for every group, and spreading
+/// a table's ranges over the data groups.
+impl Cluster {
+    /// Waits until every running node knows a leader for each of `groups`
+    /// groups (the metadata group counts).
+    pub fn wait_groups_led(&self, groups: usize) {
+        for id in self.running() {
+            wait_until(
+                Duration::from_secs(30),
+                &format!("node {id} knows a leader for each of {groups} groups"),
+                || {
+                    self.get(id, "/shards").is_ok_and(|(code, s)| {
+                        let gs = s["groups"].as_array().cloned().unwrap_or_default();
+                        code == 200 && gs.len() == groups && gs.iter().all(|g| g["leader"].is_u64())
+                    })
+                },
+            );
+        }
+    }
+
+    /// Executes at node `id`, retried while the node answers 503 (a leader
+    /// being elected, the map changing); panics on any other failure.
+    pub fn execute_retrying(&self, id: u64, stmts: Value) -> Value {
+        let mut last = String::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            match self.post(id, "/db/execute", &stmts.to_string()) {
+                Ok((200, body)) => {
+                    let results = body["results"].as_array().cloned().unwrap_or_default();
+                    assert!(
+                        results.iter().all(|r| r.get("error").is_none()),
+                        "{stmts} at {id}: {body}"
+                    );
+                    return body;
+                }
+                Ok((503, body)) => last = body.to_string(),
+                Ok((code, body)) => panic!("{stmts} at {id}: {code} {body}"),
+                Err(e) => last = e,
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("{stmts} at {id} kept failing: {last}");
+    }
+
+    /// `SHOW RANGES FROM TABLE table` at node `id`, in key order.
+    pub fn table_ranges(&self, id: u64, table: &str) -> Vec<RangeSpan> {
+        let sql = format!("SHOW RANGES FROM TABLE {table}");
+        let mut ranges: Vec<RangeSpan> = self
+            .rows(id, &sql, "linearizable")
+            .iter()
+            .map(|r| RangeSpan {
+                id: r[0].as_u64().expect("range_id"),
+                start: r[2].as_i64(),
+                end: r[3].as_i64(),
+                group: r[4].as_u64().expect("group_id"),
+                rows: r[7].as_i64().expect("rows"),
+            })
+            .collect();
+        ranges.sort_by_key(|r| r.start.unwrap_or(i64::MIN));
+        ranges
+    }
+
+    /// Splits `table` at `keys` (none: it stays one range), then relocates
+    /// its ranges so that, in key order, they lie on data groups
+    /// `first_group`, `first_group + 1`, ... counted round 1..=`groups`.
+    /// Commands go to node `via`; returns the ranges as they end up.
+    pub fn spread_table(
+        &self,
+        via: u64,
+        table: &str,
+        keys: &[i64],
+        groups: u64,
+        first_group: u64,
+    ) -> Vec<RangeSpan> {
+        assert!((1..=groups).contains(&first_group), "group {first_group}");
+        if !keys.is_empty() {
+            let list: Vec<String> = keys.iter().map(|k| format!("({k})")).collect();
+            let split = format!("ALTER TABLE {table} SPLIT AT VALUES {}", list.join(", "));
+            self.execute_retrying(via, json!([split]));
+        }
+        let ranges = self.table_ranges(via, table);
+        for (i, r) in ranges.iter().enumerate() {
+            let group = (first_group - 1 + i as u64) % groups + 1;
+            if r.group != group {
+                let relocate = format!("ALTER RANGE {} RELOCATE TO GROUP {group}", r.id);
+                self.execute_retrying(via, json!([relocate]));
+            }
+        }
+        let ranges = self.table_ranges(via, table);
+        for (i, r) in ranges.iter().enumerate() {
+            let group = (first_group - 1 + i as u64) % groups + 1;
+            assert_eq!(
+                r.group, group,
+                "{table}'s ranges after spreading: {ranges:?}"
+            );
+        }
+        ranges
+    }
+}
