@@ -10,14 +10,14 @@
 //!   write led by a `CLAIM` of the ranges and generations the router
 //!   believes that group owns; a group whose ranges changed refuses the
 //!   whole request at apply time, and the router refreshes its map and
-//!   retries ([`writes`]);
+//!   retries (`writes.rs`);
 //! - runs schema changes on every data group in group order, and places a
-//!   new table as one range on the data group holding the fewest ([`ddl`]);
+//!   new table as one range on the data group holding the fewest (`ddl.rs`);
 //! - answers a read from the one group holding everything it needs, or
 //!   gathers the rows of the ranges it needs from every group into an
-//!   in-memory SQLite database and runs it there ([`reads`]);
+//!   in-memory SQLite database and runs it there (`reads.rs`);
 //! - runs `ALTER TABLE t SPLIT AT`, `ALTER RANGE r RELOCATE TO GROUP g` and
-//!   `SHOW RANGES` ([`admin`]).
+//!   `SHOW RANGES` (`admin.rs`).
 
 mod admin;
 mod ddl;
