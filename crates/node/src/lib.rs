@@ -1,10 +1,10 @@
 //! A paxsql node: the replicas of the groups it hosts, each on a thread of
 //! its own, the TCP links to its peers, and the [`NodeHandle`] frontends use.
 //!
-//! A client request enters through the handle, which picks the group (today
-//! there is one, group 0; the routing point is [`NodeHandle::group_for`]),
-//! fixes the write's clock and random seed, and queues it for the group's
-//! thread. The answer comes back on a oneshot channel; every wait is bounded.
+//! A client request enters through the handle for one group
+//! ([`NodeHandle::write_to`], [`NodeHandle::read_from`]; the router above
+//! chooses it), which fixes the write's clock and random seed and queues it
+//! for the group's thread. The answer comes back on a oneshot channel; every wait is bounded.
 
 mod datadir;
 mod group;

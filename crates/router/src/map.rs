@@ -16,7 +16,7 @@ pub const READ_MAP: &str =
     "SELECT range_id, tbl, start, \"end\", grp, generation, pk FROM _paxsql_ranges";
 
 impl ShardMap {
-    /// The map from the rows of [`READ_MAP`].
+    /// The map from the rows of `READ_MAP`.
     pub fn from_rows(rows: &[Vec<Value>]) -> Result<ShardMap, String> {
         let mut map = ShardMap::default();
         for row in rows {
