@@ -1121,7 +1121,8 @@ impl NodeHandle {
         RequestError::timeout("request")
     }
 
-    fn fresh_request_id(&self) -> RequestId {
+    /// A request id unique in the cluster, for a client that gave none.
+    pub fn fresh_request_id(&self) -> RequestId {
         let seq = self.inner.next_request.fetch_add(1, Ordering::Relaxed);
         RequestId(format!(
             "{}-{:016x}-{seq}",

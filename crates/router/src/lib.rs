@@ -31,7 +31,6 @@ use paxsql_node::NodeHandle;
 use paxsql_sql::ranges::{Directive, WRONG_RANGE};
 use paxsql_sql::Dialect;
 use paxsql_types::{GroupId, ReadLevel, RequestError, RequestId, Response, Statement, StmtResult};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -69,8 +68,6 @@ struct Inner {
     map: tokio::sync::RwLock<Arc<ShardMap>>,
     /// Serialises this node's map changes (splits, relocations, placements).
     changing: tokio::sync::Mutex<()>,
-    epoch: u64,
-    next_id: AtomicU64,
 }
 
 /// The metadata group.
@@ -88,11 +85,6 @@ impl Router {
                 options,
                 map: tokio::sync::RwLock::new(Arc::new(ShardMap::default())),
                 changing: tokio::sync::Mutex::new(()),
-                epoch: std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_nanos() as u64)
-                    .unwrap_or(0),
-                next_id: AtomicU64::new(0),
             }),
         }
     }
@@ -122,7 +114,7 @@ impl Router {
         if !self.is_sharded() {
             return self.inner.node.write(stmts, transaction, id).await;
         }
-        let id = id.unwrap_or_else(|| self.fresh_id());
+        let id = id.unwrap_or_else(|| self.inner.node.fresh_request_id());
         self.route_write(stmts, transaction, id).await
     }
 
@@ -166,16 +158,6 @@ impl Router {
 
     fn dialect(&self) -> Dialect {
         Dialect::Sqlite
-    }
-
-    /// A request id for a client that gave none.
-    fn fresh_id(&self) -> RequestId {
-        let seq = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        RequestId(format!(
-            "{}-r{:x}-{seq}",
-            self.inner.node.id(),
-            self.inner.epoch
-        ))
     }
 
     /// The cached map.

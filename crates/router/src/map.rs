@@ -41,6 +41,13 @@ impl ShardMap {
         self.tables.iter()
     }
 
+    /// A table's integer primary key column (the key its ranges split).
+    pub fn pk(&self, table: &str) -> Option<String> {
+        self.ranges(table)
+            .and_then(|r| r.first())
+            .and_then(|r| r.pk.clone())
+    }
+
     /// A range by id.
     pub fn range(&self, id: u64) -> Option<&RangeRow> {
         self.tables.values().flatten().find(|r| r.range == id)

@@ -43,11 +43,7 @@ impl Router {
     /// The shapes of reads, after placing tables the map lacks.
     async fn read_shapes(&self, stmts: &[Statement]) -> Result<Vec<Shape>, RequestError> {
         let map = self.map().await;
-        let pk = |t: &str| {
-            map.ranges(t)
-                .and_then(|r| r.first())
-                .and_then(|r| r.pk.clone())
-        };
+        let pk = |t: &str| map.pk(t);
         let shapes = stmts
             .iter()
             .map(|s| paxsql_shard::keys::shape(s, &pk))
@@ -62,11 +58,7 @@ impl Router {
         }
         // Maybe tables placed by another node, or views.
         let map = self.refresh().await?;
-        let pk = |t: &str| {
-            map.ranges(t)
-                .and_then(|r| r.first())
-                .and_then(|r| r.pk.clone())
-        };
+        let pk = |t: &str| map.pk(t);
         stmts
             .iter()
             .map(|s| paxsql_shard::keys::shape(s, &pk))
@@ -353,7 +345,7 @@ impl Router {
                 without_rowid.first().map(|r| &r[..]),
                 Some([Value::Integer(0)])
             );
-            if has_rowid && pk_of(map, t).is_none() {
+            if has_rowid && map.pk(t).is_none() {
                 cols.insert(0, "rowid".into());
             }
             columns.insert(t.clone(), cols);
@@ -369,12 +361,6 @@ type GroupReads = (Vec<Claim>, Vec<(String, Statement)>);
 pub(crate) struct GatherSchema {
     pub(crate) creates: Vec<String>,
     pub(crate) columns: BTreeMap<String, Vec<String>>,
-}
-
-fn pk_of(map: &ShardMap, table: &str) -> Option<String> {
-    map.ranges(table)
-        .and_then(|r| r.first())
-        .and_then(|r| r.pk.clone())
 }
 
 /// The statement that reads the claimed ranges' generations.

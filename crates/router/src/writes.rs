@@ -96,11 +96,7 @@ impl Router {
     pub(crate) async fn shapes(&self, stmts: &[Statement]) -> Result<Vec<Shape>, RequestError> {
         let mut map = self.map().await;
         for round in 0..2 {
-            let pk = |t: &str| {
-                map.ranges(t)
-                    .and_then(|r| r.first())
-                    .and_then(|r| r.pk.clone())
-            };
+            let pk = |t: &str| map.pk(t);
             let shapes = stmts
                 .iter()
                 .map(|s| keys::shape(s, &pk))
@@ -153,7 +149,7 @@ impl Router {
                     let columns = schema.columns.get(table).cloned().unwrap_or_default();
                     stmt.sql = rewrite::name_columns(&stmt.sql, &columns)
                         .map_err(RequestError::BadRequest)?;
-                    let pk = |t: &str| map.ranges(t).and_then(|r| r[0].pk.clone());
+                    let pk = |t: &str| map.pk(t);
                     shape = keys::shape(&stmt, &pk).map_err(RequestError::BadRequest)?;
                 }
             }
