@@ -9,10 +9,10 @@
 //! the range refusing writes (retryably) until the same command runs again,
 //! which finishes it.
 
-use crate::map::{holds, ShardMap};
+use crate::map::ShardMap;
 use crate::{Router, META};
 use paxsql_shard::command::{self, Command};
-use paxsql_sql::ranges::{RangeChange, RangeRow};
+use paxsql_sql::ranges::{ident, RangeChange, RangeRow};
 use paxsql_types::{
     GroupId, LogIndex, Params, ReadLevel, RequestError, RequestId, Response, Statement, StmtResult,
     Value,
@@ -103,30 +103,13 @@ impl Router {
         for k in keys {
             let map = self.refresh().await?;
             let ranges = map.ranges(table).unwrap_or_default();
-            let Some(r) = ranges.iter().find(|r| holds(r, k)) else {
+            let Some(r) = ranges.iter().find(|r| r.holds(k)) else {
                 continue;
             };
             if r.start == Some(k) {
                 continue; // split there already
             }
-            let id = map.next_range_id();
-            let generation = r.generation + 1;
-            let left = RangeRow {
-                end: Some(k),
-                generation,
-                ..r.clone()
-            };
-            let right = RangeRow {
-                range: id,
-                start: Some(k),
-                generation,
-                ..r.clone()
-            };
-            let change = RangeChange {
-                expect: vec![(r.range, Some(r.generation)), (id, None)],
-                put: vec![left, right],
-                ..RangeChange::default()
-            };
+            let change = RangeChange::split(r, k, map.next_range_id());
             if !self.change(META, change).await? {
                 return Err(changed_meanwhile());
             }
@@ -200,11 +183,7 @@ impl Router {
             ..RangeChange::default()
         };
         self.change(from, drop).await?;
-        let moved = RangeRow {
-            group: to.0,
-            generation: r.generation + 1,
-            ..r.clone()
-        };
+        let moved = r.moved_to(to.0);
         let copied = self.copy_rows(&map, &r, &moved, from, to).await?;
         let point = RangeChange {
             expect: vec![(r.range, Some(r.generation))],
@@ -214,11 +193,7 @@ impl Router {
         if !self.change(META, point).await? {
             return Err(changed_meanwhile());
         }
-        let delete = Statement::new(format!(
-            "DELETE FROM {}{}",
-            quote(&r.table),
-            range_filter(&r)
-        ));
+        let delete = Statement::new(format!("DELETE FROM {}{}", ident(&r.table), r.key_filter()));
         self.inner
             .node
             .write_to(from, vec![delete], true, None)
@@ -246,16 +221,12 @@ impl Router {
                 .or_else(|| columns.iter().find(|c| *c == "rowid").cloned());
         let cols = columns
             .iter()
-            .map(|c| quote(c))
+            .map(|c| ident(c))
             .collect::<Vec<_>>()
             .join(", ");
         let marks = vec!["?"; columns.len()].join(", ");
-        let insert = format!("INSERT INTO {} ({cols}) VALUES ({marks})", quote(&r.table));
-        let take = Statement::new(format!(
-            "DELETE FROM {}{}",
-            quote(&r.table),
-            range_filter(r)
-        ));
+        let insert = format!("INSERT INTO {} ({cols}) VALUES ({marks})", ident(&r.table));
+        let take = Statement::new(format!("DELETE FROM {}{}", ident(&r.table), r.key_filter()));
         let first = vec![
             Statement::new(
                 paxsql_sql::Directive::Ranges(RangeChange {
@@ -270,10 +241,10 @@ impl Router {
         let mut copied = 0u64;
         let mut chunk_no = 0;
         loop {
-            let mut filter = range_filter(r);
+            let mut filter = r.key_filter();
             let mut order = String::new();
             if let Some(k) = &key {
-                let col = quote(k);
+                let col = ident(k);
                 if let Some(a) = after {
                     filter = match filter.is_empty() {
                         true => format!(" WHERE {col} > {a}"),
@@ -284,7 +255,7 @@ impl Router {
             }
             let select = Statement::new(format!(
                 "SELECT {cols} FROM {}{filter}{order}",
-                quote(&r.table)
+                ident(&r.table)
             ));
             let read = self
                 .inner
@@ -407,15 +378,15 @@ impl Router {
                 true => "0".to_owned(),
                 false => columns
                     .iter()
-                    .map(|c| format!("coalesce(length(CAST({} AS BLOB)), 0)", quote(c)))
+                    .map(|c| format!("coalesce(length(CAST({} AS BLOB)), 0)", ident(c)))
                     .collect::<Vec<_>>()
                     .join(" + "),
             };
             for r in ranges {
                 let count = Statement::new(format!(
                     "SELECT count(*), coalesce(sum({bytes}), 0) FROM {}{}",
-                    quote(t),
-                    range_filter(r)
+                    ident(t),
+                    r.key_filter()
                 ));
                 let read = self
                     .inner
@@ -469,28 +440,6 @@ impl Router {
             "groups": groups,
             "ranges": ranges,
         }))
-    }
-}
-
-fn quote(s: &str) -> String {
-    format!("\"{}\"", s.replace('"', "\"\""))
-}
-
-/// ` WHERE pk >= start AND pk < end` for a range of a keyed table.
-fn range_filter(r: &RangeRow) -> String {
-    let Some(pk) = &r.pk else {
-        return String::new();
-    };
-    let mut parts = Vec::new();
-    if let Some(s) = r.start {
-        parts.push(format!("{} >= {s}", quote(pk)));
-    }
-    if let Some(e) = r.end {
-        parts.push(format!("{} < {e}", quote(pk)));
-    }
-    match parts.is_empty() {
-        true => String::new(),
-        false => format!(" WHERE {}", parts.join(" AND ")),
     }
 }
 

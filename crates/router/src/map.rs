@@ -12,15 +12,15 @@ pub struct ShardMap {
 }
 
 /// The statement that reads the map (from any group's `_paxsql_ranges`).
-pub const READ_MAP: &str =
-    "SELECT range_id, tbl, start, \"end\", grp, generation, pk FROM _paxsql_ranges";
+pub const READ_MAP: &str = paxsql_sql::ranges::READ_RANGES;
 
 impl ShardMap {
     /// The map from the rows of `READ_MAP`.
     pub fn from_rows(rows: &[Vec<Value>]) -> Result<ShardMap, String> {
         let mut map = ShardMap::default();
         for row in rows {
-            let r = decode(row).ok_or_else(|| format!("malformed range row {row:?}"))?;
+            let r =
+                RangeRow::from_row(row).ok_or_else(|| format!("malformed range row {row:?}"))?;
             map.tables.entry(r.table.clone()).or_default().push(r);
         }
         for ranges in map.tables.values_mut() {
@@ -80,33 +80,4 @@ impl ShardMap {
             .copied()
             .unwrap_or(GroupId(1))
     }
-}
-
-fn decode(row: &[Value]) -> Option<RangeRow> {
-    let int = |v: &Value| match v {
-        Value::Integer(i) => Some(Some(*i)),
-        Value::Null => Some(None),
-        _ => None,
-    };
-    let [id, tbl, start, end, grp, generation, pk] = row else {
-        return None;
-    };
-    let Value::Text(table) = tbl else { return None };
-    Some(RangeRow {
-        range: int(id)?? as u64,
-        table: table.clone(),
-        start: int(start)?,
-        end: int(end)?,
-        group: int(grp)?? as u32,
-        generation: int(generation)?? as u64,
-        pk: match pk {
-            Value::Text(p) => Some(p.clone()),
-            _ => None,
-        },
-    })
-}
-
-/// Whether key `k` lies in a range.
-pub fn holds(r: &RangeRow, k: i64) -> bool {
-    r.start.is_none_or(|s| s <= k) && r.end.is_none_or(|e| k < e)
 }

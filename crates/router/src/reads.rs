@@ -7,7 +7,7 @@ use crate::writes::merge;
 use crate::{back_off, still_moving, Router, ATTEMPTS};
 use paxsql_shard::gather::Gather;
 use paxsql_shard::keys::{Keys, Shape};
-use paxsql_sql::ranges::{Claim, RangeRow};
+use paxsql_sql::ranges::{claim_check_sql, ident, Claim, RangeRow};
 use paxsql_types::{
     GroupId, LogIndex, Params, ReadLevel, RequestError, Response, Statement, StmtResult, Value,
 };
@@ -207,7 +207,7 @@ impl Router {
         timeout: Option<Duration>,
     ) -> Result<Option<(Vec<StmtResult>, LogIndex)>, RequestError> {
         let mut all = Vec::with_capacity(stmts.len() + 1);
-        all.push(claim_check(claims));
+        all.push(Statement::new(claim_check_sql(claims)));
         all.extend(stmts);
         let mut r = self
             .inner
@@ -364,39 +364,15 @@ pub(crate) struct GatherSchema {
 }
 
 /// The statement that reads the claimed ranges' generations.
-fn claim_check(claims: &[Claim]) -> Statement {
-    let ids = claims
-        .iter()
-        .map(|(id, _)| id.to_string())
-        .collect::<Vec<_>>()
-        .join(", ");
-    Statement::new(format!(
-        "SELECT range_id, generation FROM _paxsql_ranges WHERE range_id IN ({ids})"
-    ))
-}
-
 /// The rows of one range: its stored columns (and the rowid of a table
 /// without an integer primary key, so rowids survive).
 fn range_select(table: &str, columns: &[String], r: &RangeRow) -> Statement {
-    let q = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
-    let cols: Vec<String> = columns.iter().map(|c| q(c)).collect();
-    let mut filter = Vec::new();
-    if let Some(pk) = &r.pk {
-        if let Some(s) = r.start {
-            filter.push(format!("{} >= {s}", q(pk)));
-        }
-        if let Some(e) = r.end {
-            filter.push(format!("{} < {e}", q(pk)));
-        }
-    }
-    let filter = match filter.is_empty() {
-        true => String::new(),
-        false => format!(" WHERE {}", filter.join(" AND ")),
-    };
+    let cols: Vec<String> = columns.iter().map(|c| ident(c)).collect();
     Statement::new(format!(
-        "SELECT {} FROM {}{filter}",
+        "SELECT {} FROM {}{}",
         cols.join(", "),
-        q(table)
+        ident(table),
+        r.key_filter()
     ))
 }
 

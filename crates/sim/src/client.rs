@@ -6,24 +6,26 @@
 //! unknown.
 
 use crate::history::{OpKind, Outcome};
+use crate::shard::Route;
 use crate::sim::{Phase, Sim, Waiter};
 use paxsql_replica::ClientRequest;
+use paxsql_sql::ranges::RangeRow;
 use paxsql_types::{
     ApplyEnv, Params, ReadLevel, RequestError, RequestId, Response, Statement, StmtResult, Value,
 };
 
 /// Upsert of a key plus the request id in `ops`, in one transaction.
-const WRITE_KV: &str =
+pub(crate) const WRITE_KV: &str =
     "INSERT INTO kv (k, v) VALUES (?1, ?2) ON CONFLICT(k) DO UPDATE SET v = excluded.v";
-const WRITE_OPS: &str = "INSERT INTO ops (req) VALUES (?1)";
-const READ_KV: &str = "SELECT v FROM kv WHERE k = ?1";
+pub(crate) const WRITE_OPS: &str = "INSERT INTO ops (req) VALUES (?1)";
+pub(crate) const READ_KV: &str = "SELECT v FROM kv WHERE k = ?1";
 pub(crate) const READ_ALL: &str = "SELECT k, v FROM kv ORDER BY k";
 /// A runaway write: it never ends unless the statement budget stops it,
 /// and would write a value no client wrote if it ever succeeded.
 const WRITE_KV_RUNAWAY: &str = "INSERT INTO kv (k, v) VALUES (?1, ?2 + (WITH RECURSIVE \
     c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c)) \
     ON CONFLICT(k) DO UPDATE SET v = excluded.v";
-const SETUP: [&str; 3] = [
+pub(crate) const SETUP: [&str; 3] = [
     "CREATE TABLE kv (k INTEGER PRIMARY KEY, v INTEGER NOT NULL)",
     "CREATE TABLE ops (req TEXT NOT NULL)",
     // Small, so that runaways cost little simulated work.
@@ -34,6 +36,9 @@ const SETUP: [&str; 3] = [
 pub(crate) struct Client {
     pub(crate) state: ClientState,
     writes: u64,
+    /// Sharded runs: the client's copy of the `kv` ranges (stale until a
+    /// group says otherwise).
+    pub(crate) map: Vec<RangeRow>,
 }
 
 #[derive(Debug)]
@@ -47,6 +52,14 @@ pub(crate) enum ClientState {
         op: usize,
         attempt: u32,
         req: ClientRequest,
+        route: Option<Route>,
+        at: u64,
+    },
+    /// Sharded runs: the operation goes to the group the (refreshed) map
+    /// names, due at a tick.
+    Reroute {
+        op: usize,
+        reroutes: u32,
         at: u64,
     },
 }
@@ -59,6 +72,8 @@ pub(crate) struct Attempt {
     deadline: u64,
     attempt: u32,
     req: ClientRequest,
+    /// Sharded runs: the group and range the request went to.
+    pub(crate) route: Option<Route>,
 }
 
 impl Client {
@@ -66,6 +81,7 @@ impl Client {
         Client {
             state: ClientState::Idle { next_at: 0 },
             writes: 0,
+            map: Vec::new(),
         }
     }
 
@@ -75,13 +91,13 @@ impl Client {
 }
 
 /// What an answer means for a write.
-enum WriteVerdict {
+pub(crate) enum WriteVerdict {
     Ok,
     Fail(String),
     Unknown(String),
 }
 
-fn write_verdict(result: &Result<Response, RequestError>) -> WriteVerdict {
+pub(crate) fn write_verdict(result: &Result<Response, RequestError>) -> WriteVerdict {
     match result {
         Ok(r) => match r.results.iter().find_map(|s| match s {
             StmtResult::Error(e) => Some(e.clone()),
@@ -152,7 +168,11 @@ impl Sim {
                 }
                 ClientState::Backoff { at, .. } if *at <= self.now => {
                     let ClientState::Backoff {
-                        op, attempt, req, ..
+                        op,
+                        attempt,
+                        req,
+                        route,
+                        ..
                     } = std::mem::replace(
                         &mut self.clients[i].state,
                         ClientState::Idle { next_at: 0 },
@@ -160,7 +180,11 @@ impl Sim {
                     else {
                         unreachable!("matched above")
                     };
-                    self.send_attempt(i, op, attempt, req);
+                    self.send_attempt(i, op, attempt, req, route);
+                }
+                &ClientState::Reroute { op, reroutes, at } if at <= self.now => {
+                    self.clients[i].state = ClientState::Idle { next_at: 0 };
+                    self.send_routed(i, op, reroutes);
                 }
                 ClientState::Idle { next_at } if *next_at <= self.now => match self.phase {
                     Phase::Setup { started: false } if i == 0 => self.start_setup(),
@@ -170,10 +194,19 @@ impl Sim {
                 _ => {}
             }
         }
+        if self.shard.is_some() {
+            self.admin_act();
+        }
     }
 
     fn start_setup(&mut self) {
         self.phase = Phase::Setup { started: true };
+        if self.shard.is_some() {
+            let op = self.history.invoke(0, OpKind::Setup, 0, self.now);
+            self.history.ops[op].nodes.clear();
+            self.next_setup_step(op);
+            return;
+        }
         let req = ClientRequest::Write {
             id: RequestId("setup".into()),
             stmts: SETUP.iter().map(|s| Statement::new(*s)).collect(),
@@ -182,10 +215,10 @@ impl Sim {
         };
         let op = self.history.invoke(0, OpKind::Setup, 0, self.now);
         self.history.ops[op].nodes.clear();
-        self.send_attempt(0, op, 1, req);
+        self.send_attempt(0, op, 1, req, None);
     }
 
-    fn env(&mut self) -> ApplyEnv {
+    pub(crate) fn env(&mut self) -> ApplyEnv {
         ApplyEnv {
             unix_ms: 1_700_000_000_000 + self.now as i64 * 10,
             seed: self.rng.u64(),
@@ -247,12 +280,23 @@ impl Sim {
         };
         let op = self.history.invoke(i, kind, 0, self.now);
         self.history.ops[op].nodes.clear();
-        self.send_attempt(i, op, 1, req);
+        match self.shard {
+            None => self.send_attempt(i, op, 1, req, None),
+            Some(_) => self.send_routed(i, op, 0),
+        }
     }
 
     /// Sends an attempt of `op` to a random live node (another one than the
-    /// last attempt's, when there is a choice).
-    fn send_attempt(&mut self, i: usize, op: usize, attempt: u32, req: ClientRequest) {
+    /// last attempt's, when there is a choice); in a sharded run, to the
+    /// route's group there.
+    pub(crate) fn send_attempt(
+        &mut self,
+        i: usize,
+        op: usize,
+        attempt: u32,
+        req: ClientRequest,
+        route: Option<Route>,
+    ) {
         let alive = self.alive_nodes();
         let last = self.history.ops[op].nodes.last().copied();
         let choices: Vec<u64> = match alive.iter().filter(|&&n| Some(n) != last).count() {
@@ -265,24 +309,23 @@ impl Sim {
                 op,
                 attempt,
                 req,
+                route,
                 at: self.now + 5,
             };
             return;
         }
+        let group = route.as_ref().map_or(0, |r| r.group);
         let node = *self.rng.pick(&choices);
         let token = self.next_token;
         self.next_token += 1;
         self.tokens.insert(token, (Waiter::Client(i), op));
         self.history.ops[op].nodes.push(node);
         let describe = self.history.ops[op].describe();
+        let label = self.group_label(group);
         self.trace.event(self.now, || {
-            format!("client {i} -> node {node} attempt {attempt}: {describe}")
+            format!("client {i} -> node {node}{label} attempt {attempt}: {describe}")
         });
-        self.nodes
-            .get_mut(&node)
-            .and_then(|n| n.replica.as_mut())
-            .expect("alive")
-            .submit(token, req.clone());
+        self.replica(node, group).submit(token, req.clone());
         self.clients[i].state = ClientState::Waiting(Attempt {
             op,
             node,
@@ -290,6 +333,7 @@ impl Sim {
             deadline: self.now + self.params.client_timeout_ticks,
             attempt,
             req,
+            route,
         });
     }
 
@@ -316,10 +360,13 @@ impl Sim {
         });
         if retry {
             let at = self.now + self.rng.between(1, 10);
+            // The same group again, whatever the map says now: another
+            // group could apply what this one may already have.
             self.clients[i].state = ClientState::Backoff {
                 op: a.op,
                 attempt: a.attempt + 1,
                 req: a.req,
+                route: a.route,
                 at,
             };
         } else {
@@ -327,7 +374,7 @@ impl Sim {
         }
     }
 
-    fn finish(&mut self, i: usize, op: usize, outcome: Outcome) {
+    pub(crate) fn finish(&mut self, i: usize, op: usize, outcome: Outcome) {
         self.history.complete(op, outcome, self.now);
         let describe = self.history.ops[op].describe();
         self.trace
@@ -345,9 +392,17 @@ impl Sim {
         op: usize,
         result: Result<Response, RequestError>,
     ) {
+        let result = match self.shard {
+            None => result,
+            Some(_) => match self.routed_reply(i, op, result) {
+                Some(r) => r,
+                None => return, // sent elsewhere
+            },
+        };
         let kind = self.history.ops[op].kind.clone();
         match kind {
             OpKind::Setup => match write_verdict(&result) {
+                WriteVerdict::Ok if self.next_setup_step(op) => {}
                 WriteVerdict::Ok => {
                     self.finish(i, op, Outcome::Written);
                     self.phase = Phase::Workload {

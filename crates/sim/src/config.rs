@@ -28,6 +28,14 @@ pub struct SimConfig {
     /// statement budget ends); 0: none, and the seed's schedule is the one
     /// it had before runaways existed.
     pub runaways_percent: u8,
+    /// Data groups: `None` runs one group holding everything; `Some(n)`
+    /// runs a metadata group and `n` data groups, the `kv` table split and
+    /// moved between them while it is written (a sharded run).
+    pub groups: Option<u32>,
+    /// A deliberately broken router (sharded runs): writes carry no claim
+    /// of their range, to prove the checks catch a write that lands on a
+    /// group that no longer owns its key.
+    pub unclaimed_writes: bool,
     /// How much of the run to write down.
     pub trace: TraceLevel,
 }
@@ -44,6 +52,8 @@ impl SimConfig {
             heal_ticks_max: 3000,
             snapshot_entries: None,
             runaways_percent: 0,
+            groups: None,
+            unclaimed_writes: false,
             trace: TraceLevel::Off,
         }
     }
@@ -71,6 +81,12 @@ impl SimConfig {
         }
         if self.runaways_percent > 0 {
             cmd.push_str(&format!(" --runaways {}", self.runaways_percent));
+        }
+        if let Some(g) = self.groups {
+            cmd.push_str(&format!(" --groups {g}"));
+        }
+        if self.unclaimed_writes {
+            cmd.push_str(" --unclaimed-writes");
         }
         cmd.push_str(" --trace");
         cmd
@@ -164,6 +180,9 @@ pub struct Params {
     /// `ReplicaConfig::snapshot_chunk_bytes`: small, so that an image takes
     /// several chunks (and a transfer can be cut in the middle).
     pub snapshot_chunk_bytes: usize,
+    /// Sharded runs: mean ticks between two shard map changes (a split or
+    /// a relocation starts when none is in flight).
+    pub map_change_every_ticks: u64,
 }
 
 impl Params {
@@ -194,6 +213,12 @@ impl Params {
         let snapshot_entries = rng.between(5, 40);
         let snapshot_entries = cfg.snapshot_entries.unwrap_or(snapshot_entries);
         let snapshot_chunk_bytes = rng.between(1, 4) as usize * 1024;
+        // Drawn after everything else, so that a seed's other choices are
+        // the same whether or not the run is sharded.
+        let (keys, map_change_every_ticks) = match cfg.groups {
+            None => (keys, 0),
+            Some(_) => (rng.between(4, 10) as i64, rng.between(10, 60)),
+        };
         Params {
             nodes,
             clients,
@@ -207,6 +232,7 @@ impl Params {
             fault_weights,
             snapshot_entries,
             snapshot_chunk_bytes,
+            map_change_every_ticks,
         }
     }
 

@@ -1,6 +1,8 @@
 //! Deterministic simulation of a whole paxsql cluster.
 //!
-//! One thread runs N replicas (3, sometimes 5) of one group — the **real**
+//! One thread runs N nodes (3, sometimes 5), each with a replica of one
+//! group — or, in a sharded run (`--groups`), of a metadata group and data
+//! groups whose ranges are split and moved under load — the **real**
 //! [`paxsql_replica::Replica`]: OmniPaxos, the apply loop, the SQLite
 //! engine, read barriers, request-id deduplication, the durable log format
 //! of `crates/log` — and everything around them is simulated, driven by one
@@ -56,6 +58,7 @@ mod net;
 mod node;
 mod rng;
 mod runner;
+mod shard;
 mod sim;
 mod trace;
 

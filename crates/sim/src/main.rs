@@ -5,6 +5,7 @@
 //! paxsql-sim --seeds 0..1000              # a range, failures reported
 //! paxsql-sim --seeds 0..1000000 --duration 30m   # soak
 //! paxsql-sim --seeds 0..200 --broken reads-without-barrier   # self-test
+//! paxsql-sim --seeds 0..200 --groups 3    # sharded: splits and relocations
 //! ```
 
 use clap::Parser;
@@ -46,6 +47,14 @@ struct Args {
     /// budget (default 0).
     #[arg(long, value_name = "PERCENT", default_value_t = 0)]
     runaways: u8,
+    /// Run sharded: a metadata group and this many data groups, with
+    /// splits and relocations of the table's ranges in the fault schedule.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=8))]
+    groups: Option<u32>,
+    /// A deliberately broken router (with --groups): writes carry no claim
+    /// of their range (self-test of the shard checks).
+    #[arg(long, requires = "groups")]
+    unclaimed_writes: bool,
     /// Print the run's events (with --seed).
     #[arg(long)]
     trace: bool,
@@ -104,6 +113,12 @@ fn main() -> ExitCode {
     cfg.heal_ticks_max = args.heal_ticks;
     cfg.snapshot_entries = args.snapshot_entries;
     cfg.runaways_percent = args.runaways.min(100);
+    cfg.groups = args.groups;
+    cfg.unclaimed_writes = args.unclaimed_writes;
+    if cfg.groups.is_some() && cfg.runaways_percent > 0 {
+        eprintln!("--runaways runs with one group only (leave out --groups)");
+        return ExitCode::from(2);
+    }
     if let Some(seed) = args.seed {
         return one_seed(cfg, seed, &args);
     }
@@ -198,6 +213,16 @@ fn many_seeds(
         results.len() as f64 / secs,
         ticks as f64 / secs
     );
+    if cfg.groups.is_some() {
+        let sum =
+            |f: fn(&paxsql_sim::Stats) -> u64| -> u64 { results.iter().map(|r| f(&r.stats)).sum() };
+        println!(
+            "shard map changes: {} splits, {} relocations; {} operations re-routed after \"wrong range\"",
+            sum(|s| s.splits),
+            sum(|s| s.relocations),
+            sum(|s| s.reroutes)
+        );
+    }
     if failed.is_empty() {
         ExitCode::SUCCESS
     } else {

@@ -14,13 +14,18 @@
 
 use crate::rng::SimRng;
 use paxsql_replica::PeerMsg;
+
+/// A message between two nodes: its group, and what the group's replica
+/// sent (all groups share the node's sessions, as production's transport
+/// does).
+pub(crate) type Packet = (u32, PeerMsg);
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 #[derive(Debug, Default)]
 struct Link {
     up: bool,
     /// In flight: (due tick, message), in send order.
-    queue: VecDeque<(u64, PeerMsg)>,
+    queue: VecDeque<(u64, Packet)>,
     /// Due tick of the last message queued (FIFO floor).
     last_due: u64,
     /// The session may be re-established from this tick on.
@@ -77,7 +82,7 @@ impl Net {
         rng: &mut SimRng,
         from: u64,
         to: u64,
-        msg: PeerMsg,
+        msg: Packet,
     ) -> Sent {
         let delay = 1 + rng.below(self.delay_ticks_max);
         let Some(link) = self.links.get_mut(&(from, to)) else {
@@ -165,8 +170,8 @@ impl Net {
     }
 
     /// Messages due now, each link's in order, links interleaved at random.
-    pub(crate) fn due(&mut self, now: u64, rng: &mut SimRng) -> Vec<(u64, u64, PeerMsg)> {
-        let mut per_link: Vec<((u64, u64), VecDeque<PeerMsg>)> = Vec::new();
+    pub(crate) fn due(&mut self, now: u64, rng: &mut SimRng) -> Vec<(u64, u64, Packet)> {
+        let mut per_link: Vec<((u64, u64), VecDeque<Packet>)> = Vec::new();
         for (&key, link) in self.links.iter_mut() {
             let mut ready = VecDeque::new();
             while link.queue.front().is_some_and(|(due, _)| *due <= now) {

@@ -64,6 +64,13 @@ pub struct Stats {
     pub runaways: u64,
     /// Runaway writes that ended with the statement budget's error.
     pub runaways_stopped: u64,
+    /// Sharded runs: splits and relocations done.
+    pub splits: u64,
+    /// Sharded runs: relocations done.
+    pub relocations: u64,
+    /// Sharded runs: operations sent on to another group after a "wrong
+    /// range" answer.
+    pub reroutes: u64,
 }
 
 /// The outcome of one run.
@@ -109,7 +116,10 @@ pub(crate) enum Phase {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Waiter {
     Client(usize),
-    Probe(u64),
+    /// The final read at a node, of a group.
+    Probe(u64, u32),
+    /// A step of a shard map change.
+    Admin,
 }
 
 pub(crate) struct Sim {
@@ -118,6 +128,8 @@ pub(crate) struct Sim {
     pub(crate) rng: SimRng,
     pub(crate) now: u64,
     pub(crate) nodes: BTreeMap<u64, SimNode>,
+    /// Groups per node: 1, or the metadata group 0 and the data groups.
+    pub(crate) groups: u32,
     net: Net,
     pub(crate) clients: Vec<Client>,
     /// Who waits on each token handed to a replica, and for which op.
@@ -126,19 +138,22 @@ pub(crate) struct Sim {
     pub(crate) next_value: i64,
     pub(crate) history: History,
     pub(crate) trace: Trace,
-    violations: Vec<Violation>,
-    election: Election,
-    log_matching: LogMatching,
-    divergence: Divergence,
+    pub(crate) violations: Vec<Violation>,
+    /// The watchers, one per group.
+    election: Vec<Election>,
+    log_matching: Vec<LogMatching>,
+    divergence: Vec<Divergence>,
     pub(crate) phase: Phase,
     pub(crate) stats: Stats,
-    /// (role, leader, ballot) of each node at the last look.
-    roles: BTreeMap<u64, (Role, Option<u64>, u32)>,
+    /// (role, leader, ballot) of each replica (node, group) at the last look.
+    roles: BTreeMap<(u64, u32), (Role, Option<u64>, u32)>,
     /// A crash waiting for its node to have unsynced log bytes, until a
     /// tick: the node, the tick, whether it loses its database.
     crash_pending: Option<(u64, u64, bool)>,
     /// Final reads per node: the op, and whether it was answered.
     probes: BTreeMap<u64, (usize, bool)>,
+    /// Sharded runs: the map, its changes, and the final reads' parts.
+    pub(crate) shard: Option<crate::shard::ShardState>,
     dir: tempfile::TempDir,
 }
 
@@ -184,14 +199,17 @@ impl Sim {
         let mut rng = SimRng::new(cfg.seed);
         let params = Params::draw(&cfg, &mut rng);
         let ids: Vec<u64> = (1..=params.nodes as u64).collect();
+        let groups = cfg.groups.map_or(1, |g| g + 1);
         let dir = scratch_dir();
         let nodes = ids
             .iter()
             .map(|&id| {
                 let snapshot = (params.snapshot_entries, params.snapshot_chunk_bytes);
-                (id, SimNode::new(id, &ids, dir.path(), cfg.broken, snapshot))
+                let node = SimNode::new(id, &ids, groups, dir.path(), cfg.broken, snapshot);
+                (id, node)
             })
             .collect();
+        let shard = cfg.groups.map(crate::shard::ShardState::new);
         let net = Net::new(&ids, params.delay_ticks_max);
         let clients = (0..params.clients).map(|_| Client::new()).collect();
         Sim {
@@ -201,6 +219,7 @@ impl Sim {
             rng,
             now: 0,
             nodes,
+            groups,
             net,
             clients,
             tokens: BTreeMap::new(),
@@ -208,14 +227,15 @@ impl Sim {
             next_value: 0,
             history: History::default(),
             violations: Vec::new(),
-            election: Election::default(),
-            log_matching: LogMatching::default(),
-            divergence: Divergence::default(),
+            election: (0..groups).map(|_| Election::default()).collect(),
+            log_matching: (0..groups).map(|_| LogMatching::default()).collect(),
+            divergence: (0..groups).map(|_| Divergence::default()).collect(),
             phase: Phase::Setup { started: false },
             stats: Stats::default(),
             roles: BTreeMap::new(),
             crash_pending: None,
             probes: BTreeMap::new(),
+            shard,
             dir,
         }
     }
@@ -233,6 +253,11 @@ impl Sim {
             self.step();
         }
         self.final_checks();
+    }
+
+    /// Every group id: 0, or 0 (metadata) and the data groups.
+    pub(crate) fn group_ids(&self) -> std::ops::Range<u32> {
+        0..self.groups
     }
 
     fn node_ids(&self) -> Vec<u64> {
@@ -265,64 +290,78 @@ impl Sim {
         for (a, b) in self.net.reconnect(self.now, &alive) {
             self.trace
                 .event(self.now, || format!("session {a}->{b} up"));
-            self.replica(a).connected(NodeId(b));
-            self.replica(b).connected(NodeId(a));
+            for g in self.group_ids() {
+                self.replica(a, g).connected(NodeId(b));
+                self.replica(b, g).connected(NodeId(a));
+            }
         }
         // 3. Messages due are delivered.
-        for (from, to, msg) in self.net.due(self.now, &mut self.rng) {
+        for (from, to, (g, msg)) in self.net.due(self.now, &mut self.rng) {
             if self.trace.messages() {
                 if let Some(d) = describe(&msg) {
                     self.trace
-                        .message(self.now, || format!("deliver {from}->{to} {d}"));
+                        .message(self.now, || format!("deliver {from}->{to} g{g} {d}"));
                 }
             }
-            if let Err(e) = self.replica(to).receive(NodeId(from), msg) {
-                self.replica_failed(to, e);
+            if !self.nodes[&to].alive() {
+                continue; // a replica of the node failed earlier in this tick
+            }
+            if let Err(e) = self.replica(to, g).receive(NodeId(from), msg) {
+                self.replica_failed(to, g, e);
             }
         }
         // 4. Faults, here: a crash now loses what the deliveries wrote.
         self.maybe_fault();
         // 5. Clocks.
         for id in self.alive_nodes() {
-            self.replica(id).tick();
+            for g in self.group_ids() {
+                self.replica(id, g).tick();
+            }
         }
         // 6. Clients (and the end of the run).
         self.clients_act();
         self.advance_phase();
         // 7. Every replica runs its loop; its outputs are routed.
-        let mut order = self.alive_nodes();
+        let mut order: Vec<(u64, u32)> = self
+            .alive_nodes()
+            .into_iter()
+            .flat_map(|id| self.group_ids().map(move |g| (id, g)))
+            .collect();
         self.rng.shuffle(&mut order);
-        for id in order {
-            self.poll(id);
+        for (id, g) in order {
+            // A replica that failed takes its node (every group) down.
+            if self.nodes[&id].alive() {
+                self.poll(id, g);
+            }
         }
         // 8. Watch.
         self.observe();
     }
 
-    fn replica(&mut self, id: u64) -> &mut crate::node::SimReplica {
+    pub(crate) fn replica(&mut self, id: u64, g: u32) -> &mut crate::node::SimReplica {
         self.nodes
             .get_mut(&id)
-            .and_then(|n| n.replica.as_mut())
+            .and_then(|n| n.slot_mut(g).replica.as_mut())
             .unwrap_or_else(|| panic!("node {id} is not running"))
     }
 
     /// Production stops the process; so does the simulator. No fault
     /// injected here makes storage or SQLite fail, so it is a finding too.
-    fn replica_failed(&mut self, id: u64, e: paxsql_replica::ReplicaError) {
+    fn replica_failed(&mut self, id: u64, g: u32, e: paxsql_replica::ReplicaError) {
         self.violations.push(Violation {
             check: "replica_error",
             tick: self.now,
-            detail: format!("node {id}: {e}"),
+            detail: format!("node {id} group {g}: {e}"),
         });
         let unsynced = self.nodes[&id].unsynced_bytes();
         self.crash(id, unsynced, false, self.now + 10);
     }
 
-    fn poll(&mut self, id: u64) {
-        let outputs = match self.replica(id).poll() {
+    fn poll(&mut self, id: u64, g: u32) {
+        let outputs = match self.replica(id, g).poll() {
             Ok(o) => o,
             Err(e) => {
-                self.replica_failed(id, e);
+                self.replica_failed(id, g, e);
                 return;
             }
         };
@@ -332,7 +371,7 @@ impl Sim {
                 // Reads run at once, on the replica's thread: the same state
                 // a reader connection would see at this instant.
                 Output::Read { to, stmts } => {
-                    let answer = self.replica(id).answer_read(to, &stmts);
+                    let answer = self.replica(id, g).answer_read(to, &stmts);
                     outputs.push_front(answer);
                 }
                 Output::Send { to, msg } => {
@@ -341,11 +380,13 @@ impl Sim {
                     } else {
                         None
                     };
-                    let sent = self.net.send(self.now, &mut self.rng, id, to.0, msg);
+                    let sent = self.net.send(self.now, &mut self.rng, id, to.0, (g, msg));
                     if let Some(d) = d {
                         let what = match sent {
-                            Sent::Queued(due) => format!("send {id}->{} {d} (due t={due})", to.0),
-                            Sent::Dropped => format!("drop {id}->{} {d} (link down)", to.0),
+                            Sent::Queued(due) => {
+                                format!("send {id}->{} g{g} {d} (due t={due})", to.0)
+                            }
+                            Sent::Dropped => format!("drop {id}->{} g{g} {d} (link down)", to.0),
                         };
                         self.trace.message(self.now, || what);
                     }
@@ -366,13 +407,12 @@ impl Sim {
         };
         match waiter {
             Waiter::Client(i) => self.client_reply(i, op, result),
-            Waiter::Probe(n) => {
+            Waiter::Admin => self.admin_reply(result),
+            Waiter::Probe(n, g) if self.shard.is_some() => self.probe_part(n, g, op, result),
+            Waiter::Probe(n, _) => {
                 let outcome = read_outcome(&result, None, self.params.keys);
                 if let Outcome::Read(_) = outcome {
-                    self.history.complete(op, outcome, self.now);
-                    self.probes.insert(n, (op, true));
-                    let d = self.history.ops[op].describe();
-                    self.trace.event(self.now, || format!("final read: {d}"));
+                    self.probe_done(n, op, outcome);
                 } else {
                     // Not served (e.g. timed out): ask again.
                     self.trace.event(self.now, || {
@@ -394,7 +434,7 @@ impl Sim {
             let node = &self.nodes[&x];
             if !node.alive() {
                 self.crash_pending = None;
-            } else if node.unsynced_bytes() > 0 || self.now >= by {
+            } else if node.unsynced_bytes().iter().sum::<usize>() > 0 || self.now >= by {
                 self.crash_pending = None;
                 let keep = self.torn_tail(x);
                 let at = self.now + self.rng.between(1, 200);
@@ -551,28 +591,37 @@ impl Sim {
         }
     }
 
-    /// How many unsynced log bytes a crash of `x` keeps: usually none,
-    /// sometimes a torn prefix, sometimes all (the page cache made it).
-    fn torn_tail(&mut self, x: u64) -> usize {
+    /// How many unsynced bytes of each log a crash of `x` keeps: usually
+    /// none, sometimes a torn prefix, sometimes all (the page cache made it).
+    fn torn_tail(&mut self, x: u64) -> Vec<usize> {
         let unsynced = self.nodes[&x].unsynced_bytes();
-        match self.rng.below(4) {
-            0 | 1 => 0,
-            2 => self.rng.between(0, unsynced as u64) as usize,
-            _ => unsynced,
-        }
+        unsynced
+            .into_iter()
+            .map(|u| match self.rng.below(4) {
+                0 | 1 => 0,
+                2 => self.rng.between(0, u as u64) as usize,
+                _ => u,
+            })
+            .collect()
     }
 
-    fn crash(&mut self, id: u64, keep_unsynced: usize, lose_database: bool, restart_at: u64) {
-        let unsynced = self.nodes[&id].unsynced_bytes();
+    fn crash(&mut self, id: u64, keep_unsynced: Vec<usize>, lose_database: bool, restart_at: u64) {
+        let unsynced: usize = self.nodes[&id].unsynced_bytes().iter().sum();
         let before = self.trace.events().then(|| {
-            let s = self.nodes[&id].replica.as_ref().expect("alive").status();
+            let s = self.nodes[&id]
+                .slot(0)
+                .replica
+                .as_ref()
+                .expect("alive")
+                .status();
             format!(
                 " (log {}..{}, decided {}, applied {})",
                 s.compacted.0, s.accepted.0, s.decided.0, s.applied.0
             )
         });
         let node = self.nodes.get_mut(&id).expect("known node");
-        node.crash(keep_unsynced, lose_database);
+        node.crash(&keep_unsynced, lose_database);
+        let keep_unsynced: usize = keep_unsynced.iter().sum();
         node.restart_at = restart_at;
         self.stats.crashes += 1;
         if lose_database {
@@ -598,9 +647,11 @@ impl Sim {
             }
         }
         self.clients_lose(id);
+        self.admin_lose(id);
         // A final read waiting there is asked again after the restart.
-        self.tokens.retain(|_, (w, _)| *w != Waiter::Probe(id));
-        self.roles.remove(&id);
+        self.tokens
+            .retain(|_, (w, _)| !matches!(w, Waiter::Probe(n, _) if *n == id));
+        self.roles.retain(|&(n, _), _| n != id);
     }
 
     fn restart(&mut self, id: u64) {
@@ -617,27 +668,30 @@ impl Sim {
             node.restart_at = u64::MAX;
             return;
         }
-        let status = self.replica(id).status();
-        let database_lost = self.nodes[&id].database_lost;
-        self.trace.event(now, || {
-            format!(
-                "{} node {id} (epoch {epoch:x}): log {}..{}{}, decided {}, applied {}, promise {}",
-                if first { "start" } else { "restart" },
-                status.compacted.0,
-                status.accepted.0,
-                if database_lost { ", database lost" } else { "" },
-                status.decided.0,
-                status.applied.0,
-                status.ballot
-            )
-        });
-        if !first {
-            self.violations
-                .extend(durability::on_restart(now, &status, database_lost));
-            self.violations
-                .extend(self.election.on_restart(now, &status));
+        for g in self.group_ids() {
+            let status = self.replica(id, g).status();
+            let database_lost = self.nodes[&id].slot(g).database_lost;
+            let group = self.group_label(g);
+            self.trace.event(now, || {
+                format!(
+                    "{} node {id}{group} (epoch {epoch:x}): log {}..{}{}, decided {}, applied {}, promise {}",
+                    if first { "start" } else { "restart" },
+                    status.compacted.0,
+                    status.accepted.0,
+                    if database_lost { ", database lost" } else { "" },
+                    status.decided.0,
+                    status.applied.0,
+                    status.ballot
+                )
+            });
+            if !first {
+                let found = durability::on_restart(now, &status, database_lost);
+                self.found(g, found);
+                let found = self.election[g as usize].on_restart(now, &status);
+                self.found(g, found);
+            }
+            self.log_matching[g as usize].on_restart(id);
         }
-        self.log_matching.on_restart(id);
         if let Some(&(op, false)) = self.probes.get(&id) {
             self.submit_probe(id, op);
         }
@@ -648,7 +702,7 @@ impl Sim {
     fn advance_phase(&mut self) {
         match self.phase {
             Phase::Setup { .. } if self.now > SETUP_TICKS_MAX => {
-                let statuses = self.statuses();
+                let statuses = self.all_statuses();
                 self.violations.push(liveness::stuck(
                     self.now,
                     self.now,
@@ -659,7 +713,7 @@ impl Sim {
             }
             Phase::Workload { until } if self.now >= until => self.begin_heal(),
             Phase::Heal { since, .. } if self.now - since > self.cfg.heal_ticks_max => {
-                let statuses = self.statuses();
+                let statuses = self.all_statuses();
                 let why = self.not_converged().unwrap_or("final reads unanswered");
                 self.violations
                     .push(liveness::stuck(self.now, self.now - since, why, &statuses));
@@ -730,16 +784,21 @@ impl Sim {
         if !self.clients.iter().all(Client::idle) {
             return Some("client operations in flight");
         }
-        let statuses = self.statuses();
-        let decided = statuses.iter().map(|s| s.decided.0).max().unwrap_or(0);
-        if statuses
-            .iter()
-            .any(|s| s.applied.0 != decided || s.decided.0 != decided)
-        {
-            return Some("replicas have not applied the same entries");
+        if self.shard.as_ref().is_some_and(|s| !s.idle()) {
+            return Some("a shard map change in flight");
         }
-        if !statuses.iter().any(|s| s.role == Role::Leader) {
-            return Some("no leader");
+        for g in self.group_ids() {
+            let statuses = self.statuses(g);
+            let decided = statuses.iter().map(|s| s.decided.0).max().unwrap_or(0);
+            if statuses
+                .iter()
+                .any(|s| s.applied.0 != decided || s.decided.0 != decided)
+            {
+                return Some("replicas have not applied the same entries");
+            }
+            if !statuses.iter().any(|s| s.role == Role::Leader) {
+                return Some("no leader");
+            }
         }
         None
     }
@@ -757,39 +816,96 @@ impl Sim {
         }
     }
 
+    /// The final read at a node: of its one group, or of every data group
+    /// (the parts are put together in `probe_part`).
     fn submit_probe(&mut self, node: u64, op: usize) {
+        let groups: Vec<u32> = match &mut self.shard {
+            None => vec![0],
+            Some(shard) => {
+                shard.probe_parts.remove(&node);
+                (1..self.groups).collect()
+            }
+        };
+        for g in groups {
+            self.submit_probe_part(node, g, op);
+        }
+    }
+
+    /// The final read at a node, of one group.
+    pub(crate) fn submit_probe_part(&mut self, node: u64, g: u32, op: usize) {
         let token = self.next_token;
         self.next_token += 1;
-        self.tokens.insert(token, (Waiter::Probe(node), op));
+        self.tokens.insert(token, (Waiter::Probe(node, g), op));
         let req = ClientRequest::Read {
             stmts: vec![Statement::new(READ_ALL)],
             level: ReadLevel::Linearizable,
         };
-        self.replica(node).submit(token, req);
+        self.replica(node, g).submit(token, req);
     }
 
-    fn statuses(&self) -> Vec<ReplicaStatus> {
+    /// A final read at `node` is answered (all its parts).
+    pub(crate) fn probe_done(&mut self, node: u64, op: usize, outcome: Outcome) {
+        self.history.complete(op, outcome, self.now);
+        self.probes.insert(node, (op, true));
+        let d = self.history.ops[op].describe();
+        self.trace.event(self.now, || format!("final read: {d}"));
+    }
+
+    /// The live replicas of group `g`.
+    fn statuses(&self, g: u32) -> Vec<ReplicaStatus> {
         self.nodes
             .values()
-            .filter_map(|n| n.replica.as_ref().map(|r| r.status()))
+            .filter_map(|n| n.slot(g).replica.as_ref().map(|r| r.status()))
             .collect()
+    }
+
+    /// The live replicas of every group.
+    fn all_statuses(&self) -> Vec<ReplicaStatus> {
+        self.group_ids().flat_map(|g| self.statuses(g)).collect()
+    }
+
+    /// `" group g"` in a sharded run, nothing otherwise (traces).
+    pub(crate) fn group_label(&self, g: u32) -> String {
+        match self.groups {
+            1 => String::new(),
+            _ => format!(" group {g}"),
+        }
+    }
+
+    /// Records what a per-group watcher found, naming the group in a
+    /// sharded run.
+    fn found(&mut self, g: u32, found: impl IntoIterator<Item = Violation>) {
+        let label = self.group_label(g);
+        for mut v in found {
+            if !label.is_empty() {
+                v.detail = format!("{}: {}", label.trim_start(), v.detail);
+            }
+            self.violations.push(v);
+        }
     }
 
     // ----- watching -----------------------------------------------------
 
     fn observe(&mut self) {
-        let statuses = self.statuses();
+        for g in self.group_ids() {
+            self.observe_group(g);
+        }
+    }
+
+    fn observe_group(&mut self, g: u32) {
+        let statuses = self.statuses(g);
         let now = self.now;
-        let found = self.election.observe(now, &statuses);
-        self.violations.extend(found);
+        let found = self.election[g as usize].observe(now, &statuses);
+        self.found(g, found);
+        let label = self.group_label(g);
         for s in &statuses {
             let id = s.node.0;
             let role = (s.role, s.leader.map(|l| l.0), s.ballot);
-            if self.roles.insert(id, role) != Some(role) {
+            if self.roles.insert((id, g), role) != Some(role) {
                 self.stats.leader_changes += 1;
                 self.trace.event(now, || {
                     format!(
-                        "node {id}: {:?}, leader {:?}, ballot {} (log {}, decided {}, applied {})",
+                        "node {id}{label}: {:?}, leader {:?}, ballot {} (log {}, decided {}, applied {})",
                         s.role,
                         s.leader.map(|l| l.0),
                         s.ballot,
@@ -799,39 +915,40 @@ impl Sim {
                     )
                 });
             }
-            let node = self.nodes.get_mut(&id).expect("known node");
-            let installed_before = node
+            let slot = self.nodes.get_mut(&id).expect("known node").slot_mut(g);
+            let installed_before = slot
                 .last_status
                 .as_ref()
                 .map_or(0, |l| l.snapshots_installed);
             if s.snapshots_installed > installed_before {
                 self.trace.event(now, || {
                     format!(
-                        "node {id}: installed a snapshot, now applied {}, log {}..{}, decided {}",
+                        "node {id}{label}: installed a snapshot, now applied {}, log {}..{}, decided {}",
                         s.applied.0, s.compacted.0, s.accepted.0, s.decided.0
                     )
                 });
             }
-            node.note_status(s);
-            node.last_status = Some(s.clone());
-            let replica = node.replica.as_ref().expect("alive");
-            if let Some(v) = self.log_matching.observe(now, id, s.decided.0, replica) {
-                self.violations.push(v);
+            slot.note_status(s);
+            slot.last_status = Some(s.clone());
+            let replica = slot.replica.as_ref().expect("alive");
+            let found = self.log_matching[g as usize].observe(now, id, s.decided.0, replica);
+            self.found(g, found);
+            if g == 0 {
+                self.stats.decided = self.stats.decided.max(s.decided.0);
             }
-            self.stats.decided = self.stats.decided.max(s.decided.0);
         }
         if now.is_multiple_of(HASH_EVERY_TICKS) {
             for s in &statuses {
                 let id = s.node.0;
-                match self.replica(id).engine_mut().state_hash() {
+                match self.replica(id, g).engine_mut().state_hash() {
                     Ok(h) => {
-                        let v = self.divergence.observe(now, id, s.applied.0, h);
-                        self.violations.extend(v);
+                        let v = self.divergence[g as usize].observe(now, id, s.applied.0, h);
+                        self.found(g, v);
                     }
                     Err(e) => self.violations.push(Violation {
                         check: "replica_error",
                         tick: now,
-                        detail: format!("node {id}: state hash failed: {e}"),
+                        detail: format!("node {id}{label}: state hash failed: {e}"),
                     }),
                 }
             }
@@ -841,17 +958,30 @@ impl Sim {
     fn final_checks(&mut self) {
         let now = self.now;
         self.history.close(now);
-        let mut finals = Vec::new();
+        // What each group's replicas hold, and (for the history checks) what
+        // each node holds over all of its groups.
+        let data_groups: Vec<u32> = match self.groups {
+            1 => vec![0],
+            n => (1..n).collect(),
+        };
+        let mut per_group: BTreeMap<u32, Vec<FinalState>> = BTreeMap::new();
         for id in self.alive_nodes() {
-            match self.final_state(id) {
-                Ok(f) => finals.push(f),
-                Err(e) => self.violations.push(Violation {
-                    check: "replica_error",
-                    tick: now,
-                    detail: format!("node {id}: reading the final state: {e}"),
-                }),
+            for g in self.group_ids() {
+                let with_rows = data_groups.contains(&g);
+                match self.final_state(id, g, with_rows) {
+                    Ok(f) => per_group.entry(g).or_default().push(f),
+                    Err(e) => self.violations.push(Violation {
+                        check: "replica_error",
+                        tick: now,
+                        detail: format!(
+                            "node {id}{}: reading the final state: {e}",
+                            self.group_label(g)
+                        ),
+                    }),
+                }
             }
         }
+        let finals = merge_groups(&per_group, &data_groups);
         // A stuck run's final state is not the settled state the checks
         // below assume; the liveness violation already says what is wrong.
         let settled = !self.violations.iter().any(|v| v.check == "liveness");
@@ -860,17 +990,35 @@ impl Sim {
         found.extend(stale_reads::check(&self.history, now));
         if settled {
             found.extend(lost_writes::check(&self.history, &finals, now));
-            found.extend(self.divergence.finish(&finals, now));
+            for (&g, fs) in &per_group {
+                let v = self.divergence[g as usize].finish(fs, now);
+                self.found(g, v);
+            }
+            if self.shard.is_some() {
+                found.extend(self.ownership_check(&per_group));
+            }
         }
         found.extend(exactly_once::check(&self.history, &finals, now));
         self.violations.extend(found);
     }
 
-    fn final_state(&mut self, id: u64) -> Result<FinalState, String> {
-        let replica = self.replica(id);
+    /// Group `g`'s replica at node `id` after the heal: its applied index
+    /// and hash, and with `rows` its `kv` and `ops` tables.
+    fn final_state(&mut self, id: u64, g: u32, rows: bool) -> Result<FinalState, String> {
+        let replica = self.replica(id, g);
         let applied = replica.status().applied.0;
         let engine = replica.engine_mut();
         let hash = engine.state_hash().map_err(|e| e.to_string())?;
+        let mut state = FinalState {
+            node: id,
+            applied,
+            hash,
+            kv: BTreeMap::new(),
+            ops: BTreeMap::new(),
+        };
+        if !rows {
+            return Ok(state);
+        }
         let results = engine.query(&[
             Statement::new("SELECT k, v FROM kv"),
             Statement::new("SELECT req, count(*) FROM ops GROUP BY req"),
@@ -881,31 +1029,28 @@ impl Sim {
                 other => Err(format!("{other:?}")),
             }
         };
-        let mut kv = BTreeMap::new();
         for row in rows(&results[0])? {
             if let (Value::Integer(k), Value::Integer(v)) = (&row[0], &row[1]) {
-                kv.insert(*k, *v);
+                state.kv.insert(*k, *v);
             }
         }
-        let mut ops = BTreeMap::new();
         for row in rows(&results[1])? {
             if let (Value::Text(req), Value::Integer(n)) = (&row[0], &row[1]) {
-                ops.insert(req.clone(), *n as u64);
+                state.ops.insert(req.clone(), *n as u64);
             }
         }
-        Ok(FinalState {
-            node: id,
-            applied,
-            hash,
-            kv,
-            ops,
-        })
+        Ok(state)
     }
 
     fn report(mut self) -> Report {
         self.stats.messages_sent = self.net.sent;
         self.stats.messages_dropped = self.net.dropped;
         self.stats.ops = self.history.ops.len();
+        if let Some(shard) = &self.shard {
+            self.stats.splits = shard.splits;
+            self.stats.relocations = shard.relocations;
+            self.stats.reroutes = shard.reroutes;
+        }
         for node in self.nodes.values() {
             let c = node.snapshot_counts();
             self.stats.snapshots_taken += c.taken;
@@ -933,6 +1078,31 @@ impl Sim {
             history: self.history,
         }
     }
+}
+
+/// What each node holds over its data groups: every group's `kv` rows and
+/// `ops` counts added up (a key held by two groups is the ownership
+/// check's to report; here the higher group's value stands).
+fn merge_groups(per_group: &BTreeMap<u32, Vec<FinalState>>, data: &[u32]) -> Vec<FinalState> {
+    let mut by_node: BTreeMap<u64, FinalState> = BTreeMap::new();
+    for g in data {
+        for f in per_group.get(g).into_iter().flatten() {
+            let merged = by_node.entry(f.node).or_insert_with(|| FinalState {
+                node: f.node,
+                applied: 0,
+                hash: 0,
+                kv: BTreeMap::new(),
+                ops: BTreeMap::new(),
+            });
+            merged.applied += f.applied;
+            merged.hash ^= f.hash;
+            merged.kv.extend(f.kv.iter().map(|(k, v)| (*k, *v)));
+            for (req, n) in &f.ops {
+                *merged.ops.entry(req.clone()).or_default() += n;
+            }
+        }
+    }
+    by_node.into_values().collect()
 }
 
 /// Violations reported per check at most; one broken invariant tends to

@@ -9,21 +9,24 @@ const SEEDS_MAX: u64 = 200;
 /// Runs seeds of `broken` from 0 on until one fails a check in `checks`;
 /// returns how many seeds that took.
 fn seeds_to_catch(broken: Broken, checks: &[&str]) -> u64 {
-    quiet_panics_in_runs();
     let mut cfg = SimConfig::new(0);
     cfg.broken = Some(broken);
-    let results = run_seeds(&cfg, 0..SEEDS_MAX, 2, None, false, |_| {});
+    caught_within(broken_name(broken), &cfg, checks)
+}
+
+/// Runs seeds of `cfg` from 0 on until one fails a check in `checks`;
+/// returns how many seeds that took.
+fn caught_within(name: &str, cfg: &SimConfig, checks: &[&str]) -> u64 {
+    quiet_panics_in_runs();
+    let results = run_seeds(cfg, 0..SEEDS_MAX, 2, None, false, |_| {});
     let caught = |r: &&SeedResult| r.violations.iter().any(|v| checks.contains(&v.check));
-    let first = results.iter().find(caught).unwrap_or_else(|| {
-        panic!(
-            "{}: no seed of {SEEDS_MAX} failed {checks:?}",
-            broken_name(broken)
-        )
-    });
+    let first = results
+        .iter()
+        .find(caught)
+        .unwrap_or_else(|| panic!("{name}: no seed of {SEEDS_MAX} failed {checks:?}"));
     let failing = results.iter().filter(caught).count();
     eprintln!(
-        "{}: caught by {checks:?} at seed {} ({failing} of {SEEDS_MAX} seeds fail); first violation: {}\n  replay: {}",
-        broken_name(broken),
+        "{name}: caught by {checks:?} at seed {} ({failing} of {SEEDS_MAX} seeds fail); first violation: {}\n  replay: {}",
         first.config.seed,
         first
             .violations
@@ -71,6 +74,27 @@ fn messages_sent_before_the_log_is_synced_are_caught() {
             "divergence",
             "log_matching",
             "linearizability",
+        ],
+    );
+    assert!(n <= SEEDS_MAX);
+}
+
+/// A router whose writes carry no claim of their range: a write sent to
+/// the group a range just left still updates the row the group keeps until
+/// the relocation deletes it, and is lost with it.
+#[test]
+fn writes_without_range_claims_are_caught() {
+    let mut cfg = SimConfig::new(0);
+    cfg.groups = Some(3);
+    cfg.unclaimed_writes = true;
+    let n = caught_within(
+        "unclaimed-writes",
+        &cfg,
+        &[
+            "lost_writes",
+            "linearizability",
+            "exactly_once",
+            "ownership",
         ],
     );
     assert!(n <= SEEDS_MAX);

@@ -24,6 +24,7 @@
 //! Users cannot send directives (the router refuses them) nor write the
 //! table (the authorizer denies it); they may read it.
 
+use paxsql_types::Value;
 use serde::{Deserialize, Serialize};
 
 /// The internal table of ranges.
@@ -66,6 +67,72 @@ pub struct RangeRow {
     pub pk: Option<String>,
 }
 
+/// The statement that reads a table of ranges (the map, at the metadata
+/// group; what a data group owns, at a data group): rows for
+/// [`RangeRow::from_row`].
+pub const READ_RANGES: &str =
+    "SELECT range_id, tbl, start, \"end\", grp, generation, pk FROM _paxsql_ranges";
+
+impl RangeRow {
+    /// A row of [`READ_RANGES`]; `None` if it is not one.
+    pub fn from_row(row: &[Value]) -> Option<RangeRow> {
+        let int = |v: &Value| match v {
+            Value::Integer(i) => Some(Some(*i)),
+            Value::Null => Some(None),
+            _ => None,
+        };
+        let [id, tbl, start, end, grp, generation, pk] = row else {
+            return None;
+        };
+        let Value::Text(table) = tbl else { return None };
+        Some(RangeRow {
+            range: int(id)?? as u64,
+            table: table.clone(),
+            start: int(start)?,
+            end: int(end)?,
+            group: int(grp)?? as u32,
+            generation: int(generation)?? as u64,
+            pk: match pk {
+                Value::Text(p) => Some(p.clone()),
+                _ => None,
+            },
+        })
+    }
+
+    /// Whether key `k` lies in the range.
+    pub fn holds(&self, k: i64) -> bool {
+        self.start.is_none_or(|s| s <= k) && self.end.is_none_or(|e| k < e)
+    }
+
+    /// ` WHERE pk >= start AND pk < end`: the range's rows (empty for a
+    /// table without an integer primary key, or an unbounded range).
+    pub fn key_filter(&self) -> String {
+        let Some(pk) = &self.pk else {
+            return String::new();
+        };
+        let mut parts = Vec::new();
+        if let Some(s) = self.start {
+            parts.push(format!("{} >= {s}", ident(pk)));
+        }
+        if let Some(e) = self.end {
+            parts.push(format!("{} < {e}", ident(pk)));
+        }
+        match parts.is_empty() {
+            true => String::new(),
+            false => format!(" WHERE {}", parts.join(" AND ")),
+        }
+    }
+
+    /// The range on another group, one generation on.
+    pub fn moved_to(&self, group: u32) -> RangeRow {
+        RangeRow {
+            group,
+            generation: self.generation + 1,
+            ..self.clone()
+        }
+    }
+}
+
 /// A compare-and-set of ranges: every `expect` must hold, then `drop`
 /// goes and `put` is written (replacing rows of the same range id).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -84,6 +151,32 @@ pub struct RangeChange {
     /// this group keeps of it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replace_table: Option<String>,
+}
+
+impl RangeChange {
+    /// The map change splitting range `r` at key `at` (inside it, not its
+    /// start): `r` keeps the keys below `at` and the new range `id` takes
+    /// the rest, both at the next generation, on the same group (no data
+    /// moves).
+    pub fn split(r: &RangeRow, at: i64, id: u64) -> RangeChange {
+        let generation = r.generation + 1;
+        let left = RangeRow {
+            end: Some(at),
+            generation,
+            ..r.clone()
+        };
+        let right = RangeRow {
+            range: id,
+            start: Some(at),
+            generation,
+            ..r.clone()
+        };
+        RangeChange {
+            expect: vec![(r.range, Some(r.generation)), (id, None)],
+            put: vec![left, right],
+            ..RangeChange::default()
+        }
+    }
 }
 
 /// A range a routed request expects its group to own, at a generation.
@@ -134,6 +227,18 @@ impl Directive {
     }
 }
 
+/// The statement a claimed read starts with: the claimed ranges'
+/// `(range_id, generation)` as the group holds them, read in the same read
+/// transaction as the rest (the read is good only if they equal the claim).
+pub fn claim_check_sql(claims: &[Claim]) -> String {
+    let ids = claims
+        .iter()
+        .map(|(id, _)| id.to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!("SELECT range_id, generation FROM _paxsql_ranges WHERE range_id IN ({ids})")
+}
+
 /// The error of a claim the group does not hold.
 pub fn wrong_range(range: u64, expected: u64, found: Option<u64>) -> String {
     match found {
@@ -148,7 +253,7 @@ pub fn wrong_range(range: u64, expected: u64, found: Option<u64>) -> String {
 }
 
 /// Quotes an SQL identifier.
-pub(crate) fn ident(name: &str) -> String {
+pub fn ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
