@@ -7,6 +7,8 @@
 /** How often the cluster panel refreshes, and how long one refresh may take. */
 const REFRESH_MS = 1500;
 const REFRESH_TIMEOUT_MS = 3000;
+/** `/shards` counts every range's rows on its group: it may take longer. */
+const SHARDS_TIMEOUT_MS = 10000;
 /** A statement may wait for the node's own timeout (30 s), and a bit more. */
 const STATEMENT_TIMEOUT_MS = 35000;
 
@@ -263,6 +265,7 @@ async function refreshCluster() {
     showSummary(status);
     showNodes(status, nodes);
     showGroups(status);
+    refreshShards(status);
     $('cluster-error').hidden = true;
     panel.classList.remove('stale');
     $('updated').textContent = `updated ${new Date().toLocaleTimeString()}`;
@@ -275,11 +278,23 @@ async function refreshCluster() {
   refreshTimer = setTimeout(refreshCluster, REFRESH_MS);
 }
 
+/** Whether the node hosts several groups (a sharded cluster). */
+const isSharded = (status) => status.sharded === true || (status.groups || []).length > 1;
+
 function showSummary(status) {
-  const g = (status.groups || [])[0] || {};
-  const leader = g.leader === null || g.leader === undefined ? 'none yet' : `node ${g.leader}`;
-  $('node-summary').textContent =
-    `node ${status.node_id} · ${g.role || 'unknown role'} · leader: ${leader} · engine ${status.engine}`;
+  const groups = status.groups || [];
+  let role;
+  if (isSharded(status)) {
+    // One leader per group: say which groups this node leads.
+    const led = groups.filter((g) => g.role === 'leader').map((g) => g.group);
+    const leads = led.length ? `leads ${led.length === 1 ? 'group' : 'groups'} ${led.join(', ')}` : 'leads none';
+    role = `${groups.length} groups, ${leads}`;
+  } else {
+    const g = groups[0] || {};
+    const leader = g.leader === null || g.leader === undefined ? 'none yet' : `node ${g.leader}`;
+    role = `${g.role || 'unknown role'} · leader: ${leader}`;
+  }
+  $('node-summary').textContent = `node ${status.node_id} · ${role} · engine ${status.engine}`;
   document.title = `paxsql console · node ${status.node_id}`;
 }
 
@@ -320,11 +335,14 @@ function showNodes(status, nodes) {
 }
 
 function showGroups(status) {
+  // What each group holds matters only when there are several.
+  $('groups').classList.toggle('single', !isSharded(status));
   const body = $('groups').tBodies[0];
   body.replaceChildren();
   for (const g of status.groups || []) {
     const tr = body.insertRow();
     tr.appendChild(cell(g.group, 'num'));
+    tr.appendChild(cell(g.kind, 'kind'));
     tr.appendChild(cell(g.role));
     tr.appendChild(cell(g.leader ?? undefined, 'num'));
     tr.appendChild(cell(g.ballot, 'num'));
@@ -333,6 +351,97 @@ function showGroups(status) {
     tr.appendChild(cell(g.decided_index - g.applied_index, 'num'));
     tr.appendChild(cell(g.accepted_index, 'num'));
     tr.appendChild(cell(g.inflight, 'num'));
+  }
+}
+
+// ------------------------------------------------------------------ shards
+
+let shardsInFlight = false;
+
+/**
+ * Fills the Shards panel from /shards when the node hosts several groups;
+ * hides it otherwise. Runs beside the cluster refresh, one request at a
+ * time: a slow answer (rows are counted on every range) is not piled upon.
+ */
+async function refreshShards(status) {
+  const panel = $('shards-panel');
+  if (!isSharded(status)) {
+    panel.hidden = true;
+    return;
+  }
+  if (shardsInFlight) return;
+  shardsInFlight = true;
+  try {
+    const shards = await fetchJson('/shards', {}, SHARDS_TIMEOUT_MS);
+    const groups = Array.isArray(shards.groups) ? shards.groups : [];
+    const ranges = Array.isArray(shards.ranges) ? shards.ranges : [];
+    showShardGroups(groups, ranges, status.node_id);
+    showRanges(ranges);
+    $('shards-error').hidden = true;
+    panel.classList.remove('stale');
+    $('shards-updated').textContent = `updated ${new Date().toLocaleTimeString()}`;
+    panel.dataset.refreshes = String(Number(panel.dataset.refreshes || 0) + 1);
+  } catch (e) {
+    $('shards-error').textContent = e.message;
+    $('shards-error').hidden = false;
+    panel.classList.add('stale');
+  } finally {
+    panel.hidden = false;
+    shardsInFlight = false;
+  }
+}
+
+const leaderText = (leader) => (leader === null || leader === undefined ? 'none yet' : `node ${leader}`);
+
+/** One row per group: what it holds, its leader, how many ranges it has. */
+function showShardGroups(groups, ranges, self) {
+  const body = $('shard-groups').tBodies[0];
+  body.replaceChildren();
+  for (const g of groups) {
+    const tr = body.insertRow();
+    tr.dataset.group = String(g.group);
+    if (g.leader === self) tr.className = 'self';
+    tr.appendChild(cell(g.group, 'num'));
+    tr.appendChild(cell(g.role));
+    tr.appendChild(cell(leaderText(g.leader), 'leader'));
+    const count = g.role === 'metadata' ? undefined : ranges.filter((r) => r.group === g.group).length;
+    tr.appendChild(cell(count, 'num'));
+  }
+}
+
+/** A range bound; `null` is unbounded. */
+const boundCell = (key, unbounded) =>
+  key === null || key === undefined ? cell(unbounded, 'num null') : cell(key, 'num');
+
+/** One row per range, by table and start key. */
+function showRanges(ranges) {
+  const sorted = [...ranges].sort((a, b) => {
+    const byTable = String(a.table).localeCompare(String(b.table));
+    if (byTable !== 0) return byTable;
+    const start = (r) => (r.start_key === null || r.start_key === undefined ? -Infinity : r.start_key);
+    const [x, y] = [start(a), start(b)];
+    return x === y ? 0 : x < y ? -1 : 1;
+  });
+  const body = $('ranges').tBodies[0];
+  body.replaceChildren();
+  if (sorted.length === 0) {
+    const td = cell('no tables yet', 'subtle');
+    td.colSpan = 9;
+    body.insertRow().appendChild(td);
+    return;
+  }
+  for (const r of sorted) {
+    const tr = body.insertRow();
+    tr.dataset.range = String(r.range_id);
+    tr.appendChild(cell(r.table, 'table'));
+    tr.appendChild(cell(r.range_id, 'num'));
+    tr.appendChild(boundCell(r.start_key, '−∞'));
+    tr.appendChild(boundCell(r.end_key, '+∞'));
+    tr.appendChild(cell(r.group, 'num group'));
+    tr.appendChild(cell(leaderText(r.leader), 'leader'));
+    tr.appendChild(cell(r.generation, 'num'));
+    tr.appendChild(cell(r.rows, 'num rows'));
+    tr.appendChild(cell(r.bytes, 'num'));
   }
 }
 

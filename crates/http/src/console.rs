@@ -16,6 +16,12 @@
 //!   (from `/status`); the page already shows `decided_index`,
 //!   `applied_index` and `role` for every node as soon as `/nodes` entries
 //!   carry them.
+//! - on a sharded node (`/status` has `sharded` or several `groups`), the
+//!   Shards panel shows `GET /shards` at the same refresh: the groups with
+//!   their leaders, and every range (table, bounds, group, leader,
+//!   generation, rows, bytes). It is hidden on a single-group cluster, which
+//!   is never asked for `/shards`. At most one `/shards` request is out at
+//!   a time, since it counts the rows of every range on its group.
 //!
 //! The page shows everything the server sends as text, never as HTML, and
 //! its `Content-Security-Policy` allows scripts, styles and requests only

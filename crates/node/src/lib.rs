@@ -298,6 +298,8 @@ struct GroupHandle {
 pub struct NodeStatus {
     /// This node.
     pub node_id: u64,
+    /// Whether the database is spread over data groups (`--groups` above 1).
+    pub sharded: bool,
     /// Its peer address.
     pub peer_addr: String,
     /// The SQL engine.
@@ -313,6 +315,9 @@ pub struct NodeStatus {
 pub struct GroupStatus {
     /// The group.
     pub group: u32,
+    /// What it holds: `metadata` (the shard map: group 0 of a sharded
+    /// node) or `data` (tables; group 0 of an unsharded node too).
+    pub kind: &'static str,
     /// leader, follower or candidate.
     pub role: &'static str,
     /// The believed leader.
@@ -786,6 +791,20 @@ impl NodeHandle {
             .collect()
     }
 
+    /// Whether the database is spread over data groups 1..=N, group 0
+    /// holding only the shard map (`--groups` above 1).
+    pub fn is_sharded(&self) -> bool {
+        self.inner.cfg.groups > 1
+    }
+
+    /// `metadata` for the shard map's group, `data` for the others.
+    fn group_kind(&self, group: GroupId) -> &'static str {
+        match self.is_sharded() && group.0 == 0 {
+            true => "metadata",
+            false => "data",
+        }
+    }
+
     /// The node a group's replica here believes leads it.
     pub fn leader_of(&self, group: GroupId) -> Option<NodeId> {
         self.inner
@@ -1148,6 +1167,7 @@ impl NodeHandle {
                 let s = self.group_status(g);
                 GroupStatus {
                     group: g.0,
+                    kind: self.group_kind(g),
                     role: role_name(s.role),
                     leader: s.leader.map(|l| l.0),
                     ballot: s.ballot,
@@ -1170,6 +1190,7 @@ impl NodeHandle {
             .collect();
         NodeStatus {
             node_id: self.inner.cfg.id.0,
+            sharded: self.is_sharded(),
             peer_addr: self.inner.cfg.peers[&self.inner.cfg.id].clone(),
             engine: self.inner.cfg.engine.name(),
             data_dir: self.inner.cfg.data_dir.display().to_string(),
