@@ -52,6 +52,8 @@
 pub mod checks;
 mod client;
 mod config;
+mod faults;
+mod heal;
 pub mod history;
 pub mod lincheck;
 mod net;
