@@ -9,6 +9,8 @@ const REFRESH_MS = 1500;
 const REFRESH_TIMEOUT_MS = 3000;
 /** `/shards` counts every range's rows on its group: it may take longer. */
 const SHARDS_TIMEOUT_MS = 10000;
+/** Each `/shards` read takes a barrier on every data group: not more often. */
+const SHARDS_EVERY_MS = 5000;
 /** A statement may wait for the node's own timeout (30 s), and a bit more. */
 const STATEMENT_TIMEOUT_MS = 35000;
 
@@ -357,11 +359,13 @@ function showGroups(status) {
 // ------------------------------------------------------------------ shards
 
 let shardsInFlight = false;
+let shardsAt = 0;
 
 /**
  * Fills the Shards panel from /shards when the node hosts several groups;
  * hides it otherwise. Runs beside the cluster refresh, one request at a
- * time: a slow answer (rows are counted on every range) is not piled upon.
+ * time and at most every SHARDS_EVERY_MS: a slow answer (rows are counted
+ * on every range) is not piled upon.
  */
 async function refreshShards(status) {
   const panel = $('shards-panel');
@@ -369,8 +373,9 @@ async function refreshShards(status) {
     panel.hidden = true;
     return;
   }
-  if (shardsInFlight) return;
+  if (shardsInFlight || Date.now() - shardsAt < SHARDS_EVERY_MS) return;
   shardsInFlight = true;
+  shardsAt = Date.now();
   try {
     const shards = await fetchJson('/shards', {}, SHARDS_TIMEOUT_MS);
     const groups = Array.isArray(shards.groups) ? shards.groups : [];

@@ -18,6 +18,7 @@ use paxsql_types::{
     Value,
 };
 use serde::Serialize;
+use std::collections::BTreeMap;
 
 /// Rows copied per write when a range moves.
 const COPY_CHUNK_ROWS: usize = 1000;
@@ -361,19 +362,27 @@ impl Router {
     }
 
     /// Every range (of one table, or all), with its rows and bytes counted
-    /// on its group.
+    /// on its group: one read per data group (every range's count in it),
+    /// the groups at once.
     pub(crate) async fn range_infos(
         &self,
         table: Option<&str>,
     ) -> Result<Vec<RangeInfo>, RequestError> {
         let map = self.refresh().await?;
-        let mut out = Vec::new();
-        for (t, ranges) in map.tables() {
-            if table.is_some_and(|want| !want.eq_ignore_ascii_case(t)) {
-                continue;
-            }
-            let schema = self.gather_schema(&map, std::slice::from_ref(t)).await?;
-            let columns = schema.columns.get(t).cloned().unwrap_or_default();
+        let ranges: Vec<&RangeRow> = map
+            .tables()
+            .filter(|(t, _)| table.is_none_or(|want| want.eq_ignore_ascii_case(t)))
+            .flat_map(|(_, rs)| rs.iter())
+            .collect();
+        if ranges.is_empty() {
+            return Ok(Vec::new());
+        }
+        // By table (the map lists each table's ranges together).
+        let mut tables: Vec<String> = ranges.iter().map(|r| r.table.clone()).collect();
+        tables.dedup();
+        let schema = self.gather_schema(&map, &tables).await?;
+        let count = |r: &RangeRow| {
+            let columns = schema.columns.get(&r.table).cloned().unwrap_or_default();
             let bytes = match columns.is_empty() {
                 true => "0".to_owned(),
                 false => columns
@@ -382,38 +391,53 @@ impl Router {
                     .collect::<Vec<_>>()
                     .join(" + "),
             };
-            for r in ranges {
-                let count = Statement::new(format!(
-                    "SELECT count(*), coalesce(sum({bytes}), 0) FROM {}{}",
-                    ident(t),
-                    r.key_filter()
-                ));
-                let read = self
-                    .inner
-                    .node
-                    .read_from(GroupId(r.group), vec![count], ReadLevel::Linearizable, None)
-                    .await?;
-                let (rows, size) = match read.results.first() {
-                    Some(StmtResult::Rows { values, .. }) => match values.first().map(|v| &v[..]) {
+            Statement::new(format!(
+                "SELECT count(*), coalesce(sum({bytes}), 0) FROM {}{}",
+                ident(&r.table),
+                r.key_filter()
+            ))
+        };
+        let mut by_group: BTreeMap<u32, Vec<&RangeRow>> = BTreeMap::new();
+        for r in &ranges {
+            by_group.entry(r.group).or_default().push(r);
+        }
+        let reads = by_group.iter().map(|(&g, rs)| {
+            let stmts = rs.iter().map(|r| count(r)).collect();
+            self.inner
+                .node
+                .read_from(GroupId(g), stmts, ReadLevel::Linearizable, None)
+        });
+        let answers = futures::future::try_join_all(reads).await?;
+        let mut counted: BTreeMap<u64, (i64, i64)> = BTreeMap::new();
+        for (rs, answer) in by_group.values().zip(answers) {
+            for (r, result) in rs.iter().zip(answer.results) {
+                let n = match result {
+                    StmtResult::Rows { values, .. } => match values.first().map(|v| &v[..]) {
                         Some([Value::Integer(n), Value::Integer(b)]) => (*n, *b),
                         _ => (0, 0),
                     },
                     _ => (0, 0),
                 };
-                out.push(RangeInfo {
+                counted.insert(r.range, n);
+            }
+        }
+        Ok(ranges
+            .into_iter()
+            .map(|r| {
+                let (rows, bytes) = counted.get(&r.range).copied().unwrap_or_default();
+                RangeInfo {
                     range_id: r.range,
-                    table: t.clone(),
+                    table: r.table.clone(),
                     start_key: r.start,
                     end_key: r.end,
                     group: r.group,
                     leader: self.inner.node.leader_of(GroupId(r.group)).map(|n| n.0),
                     generation: r.generation,
                     rows,
-                    bytes: size,
-                });
-            }
-        }
-        Ok(out)
+                    bytes,
+                }
+            })
+            .collect())
     }
 
     /// `GET /shards`: the groups with their leaders, and every range.
