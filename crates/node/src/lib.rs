@@ -439,11 +439,12 @@ pub async fn start(mut cfg: NodeConfig) -> Result<NodeHandle, StartError> {
             },
         );
     }
-    tokio::spawn(report_loop(
-        Arc::clone(&links),
-        Arc::clone(&groups[&GroupId(0)].status),
-        groups[&GroupId(0)].tx.clone(),
-    ));
+    // Group 0 first: it is the one reported in full.
+    let watched = groups
+        .values()
+        .map(|g| (Arc::clone(&g.status), g.tx.clone()))
+        .collect();
+    tokio::spawn(report_loop(Arc::clone(&links), watched));
     tokio::spawn(transport::accept_loop(
         listener,
         cfg.cluster.clone(),
@@ -549,52 +550,61 @@ fn report_of(s: &ReplicaStatus) -> transport::PeerReport {
         role: role_name(s.role).to_owned(),
         decided: s.decided.0,
         applied: s.applied.0,
+        groups: vec![(s.group.0, s.decided.0)],
     }
 }
 
-/// Tells every peer, twice a second, how this node's group 0 stands.
+/// Tells every peer, twice a second, how this node's groups stand.
 ///
-/// It also watches for a follower left behind: OmniPaxos can leave a
-/// replica that rejoins after a partition waiting for a sync message that
-/// was lost. When the leader reports a decided index this replica has not
-/// reached and this replica has made no progress for `STUCK_AFTER`, the
-/// group is told the link to the leader restarted, which makes OmniPaxos
-/// resynchronise with it.
+/// It also watches for a replica left behind, in every group: OmniPaxos can
+/// leave a replica that rejoins after a partition waiting for a sync
+/// message that was lost. When the group's leader reports a decided index
+/// this replica has not reached and this replica has made no progress for
+/// `STUCK_AFTER`, the group is told the link to the leader restarted, which
+/// makes OmniPaxos resynchronise with it.
 async fn report_loop(
     links: Arc<Links>,
-    status: Arc<Mutex<ReplicaStatus>>,
-    group: SyncSender<GroupInput>,
+    groups: Vec<(Arc<Mutex<ReplicaStatus>>, SyncSender<GroupInput>)>,
 ) {
     const STUCK_AFTER: Duration = Duration::from_secs(2);
     let mut every = tokio::time::interval(Duration::from_millis(500));
-    let mut last_progress = (LogIndex(0), std::time::Instant::now());
+    let started = std::time::Instant::now();
+    let mut progress = vec![(LogIndex(0), started); groups.len()];
     loop {
         every.tick().await;
-        let own = status.lock().expect("status lock").clone();
-        links.broadcast_report(report_of(&own));
-        if own.decided != last_progress.0 {
-            last_progress = (own.decided, std::time::Instant::now());
-            continue;
-        }
-        let Some(leader) = own.leader.filter(|&l| l != own.node) else {
-            continue;
-        };
-        let leader_decided = links
-            .reports
-            .lock()
-            .expect("reports lock")
-            .get(&leader)
-            .map(|(r, _)| r.decided);
-        let behind = leader_decided.is_some_and(|d| d > own.decided.0);
-        if behind && last_progress.1.elapsed() >= STUCK_AFTER {
-            tracing::info!(
-                leader = leader.0,
-                decided = own.decided.0,
-                leader_decided,
-                "replica stuck behind the leader; resynchronising"
-            );
-            let _ = group.try_send(GroupInput::Connected(leader));
-            last_progress.1 = std::time::Instant::now();
+        let own: Vec<ReplicaStatus> = groups
+            .iter()
+            .map(|(s, _)| s.lock().expect("status lock").clone())
+            .collect();
+        let mut report = report_of(&own[0]);
+        report.groups = own.iter().map(|s| (s.group.0, s.decided.0)).collect();
+        links.broadcast_report(report);
+        for ((s, (_, tx)), last) in own.iter().zip(&groups).zip(progress.iter_mut()) {
+            if s.decided != last.0 {
+                *last = (s.decided, std::time::Instant::now());
+                continue;
+            }
+            let Some(leader) = s.leader.filter(|&l| l != s.node) else {
+                continue;
+            };
+            let leader_decided = links
+                .reports
+                .lock()
+                .expect("reports lock")
+                .get(&leader)
+                .and_then(|(r, _)| r.decided_in(s.group));
+            let behind = leader_decided.is_some_and(|d| d > s.decided.0);
+            if behind && last.1.elapsed() >= STUCK_AFTER {
+                tracing::info!(
+                    group = s.group.0,
+                    leader = leader.0,
+                    decided = s.decided.0,
+                    leader_decided,
+                    "replica stuck behind the leader; resynchronising"
+                );
+                let _ = tx.try_send(GroupInput::Connected(leader));
+                last.1 = std::time::Instant::now();
+            }
         }
     }
 }

@@ -55,20 +55,33 @@ pub(crate) enum Wire {
         /// The message.
         msg: PeerMsg,
     },
-    /// How the sender's replica of group 0 stands (sent twice a second),
-    /// so every node can show every node's progress.
+    /// How the sender's replicas stand (sent twice a second), so every
+    /// node can show every node's progress and notice it fell behind.
     Report(PeerReport),
 }
 
-/// What a peer last said of its replica of group 0.
+/// What a peer last said of its replicas: group 0 in full, every group's
+/// decided index.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct PeerReport {
-    /// leader, follower or candidate.
+    /// leader, follower or candidate (in group 0).
     pub(crate) role: String,
-    /// Entries it knows decided.
+    /// Entries it knows decided (in group 0).
     pub(crate) decided: u64,
-    /// Entries it has applied.
+    /// Entries it has applied (in group 0).
     pub(crate) applied: u64,
+    /// Entries it knows decided, per group (every group it hosts).
+    pub(crate) groups: Vec<(u32, u64)>,
+}
+
+impl PeerReport {
+    /// Entries the peer knows decided in `group`, if it said.
+    pub(crate) fn decided_in(&self, group: GroupId) -> Option<u64> {
+        match group.0 {
+            0 => Some(self.decided),
+            g => self.groups.iter().find(|(x, _)| *x == g).map(|(_, d)| *d),
+        }
+    }
 }
 
 /// The sending side of every outgoing link, shared by the group threads.
