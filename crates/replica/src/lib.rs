@@ -35,16 +35,24 @@
 //! - `leader`: served at once if this node believes it leads, otherwise
 //!   forwarded to the believed leader, which serves it only if it still
 //!   believes it leads; the answer comes back through this node.
-//! - `linearizable`: waits for a *barrier* — a no-op entry proposed by this
-//!   node after the read arrived — to be applied here. The barrier is decided
-//!   after every write acknowledged before the read began, so applying up to
-//!   it covers them. A node cut off from the majority never sees its barrier
+//! - `linearizable`: by **read index** (see the `read_index` module): the
+//!   leader takes the end of its log as the read's index and confirms with
+//!   one round of messages that a majority still follows its ballot; the
+//!   read runs once this replica has applied that far (a follower asks the
+//!   leader for the index and reads itself). No log entry, no fsync. The
+//!   fallback, and the only path with `ReplicaConfig::read_index` off: a
+//!   *barrier* — a no-op entry proposed by this node after the read arrived
+//!   — applied here. The barrier is decided after every write acknowledged
+//!   before the read began, so applying up to it covers them. A node cut
+//!   off from the majority neither confirms an index nor sees its barrier
 //!   decided, so it answers "unavailable" rather than stale data. Reads that
-//!   arrive together share one barrier.
+//!   arrive together share one round (or one barrier).
 
+mod read_index;
 mod snapshot;
 mod storage;
 
+use read_index::ReadIndex;
 pub use storage::LogStorage;
 use storage::Shared;
 
@@ -109,6 +117,10 @@ pub struct ReplicaConfig {
     pub snapshot_chunk_bytes: usize,
     /// Ticks between progress reports to the other replicas.
     pub progress_ticks: u64,
+    /// Serve `linearizable` reads by read index (a round of messages
+    /// confirming the leader, no log entry); `false`: every such read waits
+    /// for a barrier entry through the log (the fallback either way).
+    pub read_index: bool,
     /// Deliberately unsafe behaviour, for proving that the simulator's
     /// checks catch bugs. Never set outside those tests.
     #[doc(hidden)]
@@ -124,6 +136,9 @@ pub enum Broken {
     /// Release OmniPaxos' messages before the log is synced: they leave at
     /// once, and the log is synced only every `election_ticks` ticks.
     SendBeforeSync,
+    /// Confirm a read index without asking a majority: a leader that was
+    /// deposed without noticing serves stale reads.
+    ReadIndexWithoutQuorum,
 }
 
 impl ReplicaConfig {
@@ -149,6 +164,7 @@ impl ReplicaConfig {
             snapshot_bytes: 64 << 20,
             snapshot_chunk_bytes: 1 << 20,
             progress_ticks: 50,
+            read_index: true,
             broken: None,
         }
     }
@@ -223,6 +239,41 @@ pub enum PeerMsg {
         id: u64,
         /// The answer.
         result: Result<Response, RequestError>,
+    },
+    /// A leader confirming a read index asks for the receiver's promise.
+    ReadIndexPing {
+        /// The leader's run (answers to an earlier run's pings are ignored).
+        epoch: u64,
+        /// The round.
+        seq: u64,
+        /// The ballot the leader leads with.
+        ballot: omnipaxos::ballot_leader_election::Ballot,
+    },
+    /// The answer to a [`PeerMsg::ReadIndexPing`].
+    ReadIndexAck {
+        /// The leader's run, as in the ping.
+        epoch: u64,
+        /// The round.
+        seq: u64,
+        /// The ballot the receiver has promised.
+        promise: omnipaxos::ballot_leader_election::Ballot,
+    },
+    /// A follower asks the leader for a read index.
+    ReadIndexAsk {
+        /// The follower's run.
+        epoch: u64,
+        /// The follower's id for the ask.
+        id: u64,
+    },
+    /// The leader's answer to a [`PeerMsg::ReadIndexAsk`]: the confirmed
+    /// index, or `None` (no longer leading, not confirmed in time).
+    ReadIndexReply {
+        /// The follower's run, as in the ask.
+        epoch: u64,
+        /// The follower's id for the ask.
+        id: u64,
+        /// Entries the follower must have applied before it reads.
+        index: Option<LogIndex>,
     },
     /// How far the sender is; sent every few ticks. Replicas trim their logs
     /// no further than live peers still need, and a replica that learns it
@@ -443,6 +494,8 @@ pub struct Replica<E: SqlEngine, S: LogStorage> {
     reads_unbarriered: Vec<PendingRead>,
     /// Barriers proposed and not yet applied, by sequence number.
     barriers: BTreeMap<u64, PendingBarrier>,
+    /// Linearizable reads on the read-index path.
+    ri: ReadIndex,
     next_barrier_seq: u64,
     /// `leader` reads forwarded to the leader, by id.
     leader_reads: BTreeMap<u64, (ClientToken, u64)>,
@@ -513,6 +566,7 @@ impl<E: SqlEngine, S: LogStorage> Replica<E, S> {
             writes: BTreeMap::new(),
             reads_unbarriered: Vec::new(),
             barriers: BTreeMap::new(),
+            ri: ReadIndex::default(),
             next_barrier_seq: 0,
             leader_reads: BTreeMap::new(),
             next_leader_read: 0,
@@ -601,6 +655,7 @@ impl<E: SqlEngine, S: LogStorage> Replica<E, S> {
         for (_, (t, _)) in std::mem::take(&mut self.leader_reads) {
             tokens.push(t);
         }
+        tokens.extend(self.ri.take_tokens());
         tokens.extend(
             std::mem::take(&mut self.reconfigs)
                 .into_iter()
@@ -622,6 +677,7 @@ impl<E: SqlEngine, S: LogStorage> Replica<E, S> {
         self.op.tick();
         self.expire();
         self.retry_due();
+        self.retry_read_index();
         self.snapshot_tick();
     }
 
@@ -684,6 +740,16 @@ impl<E: SqlEngine, S: LogStorage> Replica<E, S> {
                     self.reply(token, result);
                 }
             }
+            PeerMsg::ReadIndexPing { epoch, seq, .. } => self.on_read_index_ping(from, epoch, seq),
+            PeerMsg::ReadIndexAck {
+                epoch,
+                seq,
+                promise,
+            } => self.on_read_index_ack(from, epoch, seq, promise),
+            PeerMsg::ReadIndexAsk { epoch, id } => self.on_read_index_ask(from, epoch, id),
+            PeerMsg::ReadIndexReply { epoch, id, index } => {
+                self.on_read_index_reply(epoch, id, index)
+            }
             PeerMsg::Progress { applied, compacted } => self.on_progress(from, applied, compacted),
             PeerMsg::SnapshotNeeded { compacted } => self.on_snapshot_needed(from, compacted),
             PeerMsg::SnapshotRequest { offset } => self.on_snapshot_request(from, offset),
@@ -741,7 +807,8 @@ impl<E: SqlEngine, S: LogStorage> Replica<E, S> {
             return Ok(std::mem::take(&mut self.outputs));
         }
         self.note_leader_change();
-        // 1. Propose.
+        // 1. Propose (and start confirming read indexes).
+        self.start_read_index();
         self.open_barrier();
         self.propose_queued();
         if self.cfg.broken == Some(Broken::SendBeforeSync) {
@@ -761,6 +828,7 @@ impl<E: SqlEngine, S: LogStorage> Replica<E, S> {
         }
         // 4. Apply.
         self.apply_decided()?;
+        self.serve_read_index();
         // 5. Compact: persist the database and trim the log below it.
         self.maybe_compact()?;
         Ok(std::mem::take(&mut self.outputs))
@@ -860,6 +928,7 @@ impl<E: SqlEngine, S: LogStorage> Replica<E, S> {
             + self.reads_unbarriered.len()
             + self.barriers.values().map(|b| b.reads.len()).sum::<usize>()
             + self.leader_reads.len()
+            + self.ri.len()
     }
 
     fn believed_leader(&self) -> Option<NodeId> {
@@ -1017,12 +1086,18 @@ impl<E: SqlEngine, S: LogStorage> Replica<E, S> {
             ReadLevel::Linearizable if self.cfg.broken == Some(Broken::ReadsWithoutBarrier) => {
                 self.read(ReadFor::Client(token), stmts)
             }
-            ReadLevel::Linearizable => self.reads_unbarriered.push(PendingRead {
-                token,
-                stmts,
-                backup: None,
-                deadline,
-            }),
+            ReadLevel::Linearizable => {
+                let read = PendingRead {
+                    token,
+                    stmts,
+                    backup: None,
+                    deadline,
+                };
+                match self.cfg.read_index {
+                    true => self.ri.waiting.push(read),
+                    false => self.reads_unbarriered.push(read),
+                }
+            }
         }
     }
 
@@ -1251,6 +1326,7 @@ impl<E: SqlEngine, S: LogStorage> Replica<E, S> {
             }
             keep
         });
+        timed_out.extend(self.expired_read_index());
         let e = self.why_not_decided("read");
         for token in timed_out {
             self.reply(token, Err(e.clone()));

@@ -42,8 +42,12 @@
 //!   restart). Its accepted round is reset below every real round: the log
 //!   holds no accepted entries any more, so it must not outrank anyone's;
 //! - image beyond the decided log but short of entries this replica
-//!   accepted: refused. Dropping accepted entries could undo a decision
-//!   this replica's vote helped make. A later, longer image will do.
+//!   accepted: the engine takes the image, and the log is trimmed and
+//!   decided up to the image's index, keeping the entries accepted after it
+//!   and their round. Dropping them could undo a decision this replica's
+//!   vote helped make; waiting for a longer image could wait forever (no
+//!   leader can be elected while this replica's promise is refused and the
+//!   image's giver, a candidate, cannot append).
 //!
 //! # Staying live
 //!
@@ -475,8 +479,12 @@ impl<E: SqlEngine, S: LogStorage> Replica<E, S> {
             self.engine.install(index, image)?;
             self.reset_log(index)?;
         } else {
-            tracing::info!(group = %self.cfg.group, %index, %accepted, "snapshot is short of entries this replica accepted; waiting for a later one");
-            return Ok(());
+            // Short of entries this replica accepted: they stay. The engine
+            // takes the image, and the log is trimmed at the image's index
+            // and decided up to it (the image is of decided entries); what
+            // was accepted after it, and its round, are kept.
+            self.engine.install(index, image)?;
+            self.keep_accepted_after(index)?;
         }
         self.snap.installed += 1;
         self.snap.behind_since = None;
@@ -522,6 +530,20 @@ impl<E: SqlEngine, S: LogStorage> Replica<E, S> {
 
     /// Replaces the log by an empty one trimmed at `index` and rebuilds
     /// OmniPaxos on it, as a restart would.
+    /// The log after an image at `index` that is short of what this
+    /// replica accepted: trimmed and decided up to `index`, the accepted
+    /// entries after it (and the round they were accepted in) kept.
+    fn keep_accepted_after(&mut self, index: LogIndex) -> Result<(), ReplicaError> {
+        let at = (index.0 - self.cfg.base) as usize;
+        tracing::info!(group = %self.cfg.group, %index, accepted = %self.global(self.op.get_accepted_idx()), "installed an image short of the accepted log; keeping the entries accepted after it");
+        self.rebuild_log(vec![
+            StorageOp::Trim(at),
+            StorageOp::SetCompactedIdx(at),
+            StorageOp::SetDecidedIndex(at),
+            StorageOp::SetSnapshot(Some(Compacted)),
+        ])
+    }
+
     fn reset_log(&mut self, index: LogIndex) -> Result<(), ReplicaError> {
         let at = (index.0 - self.cfg.base) as usize;
         self.rebuild_log(vec![

@@ -36,6 +36,13 @@ pub struct SimConfig {
     /// of their range, to prove the checks catch a write that lands on a
     /// group that no longer owns its key.
     pub unclaimed_writes: bool,
+    /// Isolate faults cut off the node group 0's replicas believe leads
+    /// (otherwise a node at random): a leader deposed without noticing, as
+    /// often as the seed isolates anyone.
+    pub isolate_leaders: bool,
+    /// `linearizable` reads by barrier entries only (the fallback path),
+    /// not by read index.
+    pub barrier_reads: bool,
     /// How much of the run to write down.
     pub trace: TraceLevel,
 }
@@ -54,6 +61,8 @@ impl SimConfig {
             runaways_percent: 0,
             groups: None,
             unclaimed_writes: false,
+            isolate_leaders: false,
+            barrier_reads: false,
             trace: TraceLevel::Off,
         }
     }
@@ -88,6 +97,12 @@ impl SimConfig {
         if self.unclaimed_writes {
             cmd.push_str(" --unclaimed-writes");
         }
+        if self.isolate_leaders {
+            cmd.push_str(" --isolate-leaders");
+        }
+        if self.barrier_reads {
+            cmd.push_str(" --barrier-reads");
+        }
         cmd.push_str(" --trace");
         cmd
     }
@@ -98,6 +113,7 @@ pub fn broken_name(b: Broken) -> &'static str {
     match b {
         Broken::ReadsWithoutBarrier => "reads-without-barrier",
         Broken::SendBeforeSync => "send-before-sync",
+        Broken::ReadIndexWithoutQuorum => "read-index-without-quorum",
     }
 }
 
@@ -106,8 +122,10 @@ pub fn parse_broken(s: &str) -> Result<Broken, String> {
     match s {
         "reads-without-barrier" => Ok(Broken::ReadsWithoutBarrier),
         "send-before-sync" => Ok(Broken::SendBeforeSync),
+        "read-index-without-quorum" => Ok(Broken::ReadIndexWithoutQuorum),
         other => Err(format!(
-            "unknown broken mode {other:?}: use reads-without-barrier or send-before-sync"
+            "unknown broken mode {other:?}: use reads-without-barrier, send-before-sync or \
+             read-index-without-quorum"
         )),
     }
 }

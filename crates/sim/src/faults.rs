@@ -48,9 +48,18 @@ impl Sim {
                 }
             }
             FaultKind::Isolate => {
-                let x = *self.rng.pick(&ids);
+                let leader = self
+                    .cfg
+                    .isolate_leaders
+                    .then(|| self.leader_of_group_0())
+                    .flatten();
+                let x = match leader {
+                    Some(l) => l,
+                    None => *self.rng.pick(&ids),
+                };
                 let cut = self.cut_between(&[x], &others(&ids, &[x]));
-                self.start_partition(format!("node {x} isolated"), cut);
+                let what = if leader.is_some() { "leader" } else { "node" };
+                self.start_partition(format!("{what} {x} isolated"), cut);
             }
             FaultKind::Split => {
                 let mut shuffled = ids.clone();
@@ -145,6 +154,21 @@ impl Sim {
                 });
             }
         }
+    }
+
+    /// The node that most live replicas of group 0 believe leads it.
+    fn leader_of_group_0(&self) -> Option<u64> {
+        let mut votes: std::collections::BTreeMap<u64, usize> = Default::default();
+        for n in self.nodes.values() {
+            let believed = n.slot(0).replica.as_ref().and_then(|r| r.status().leader);
+            if let Some(l) = believed {
+                *votes.entry(l.0).or_default() += 1;
+            }
+        }
+        votes
+            .into_iter()
+            .max_by_key(|&(id, v)| (v, std::cmp::Reverse(id)))
+            .map(|(id, _)| id)
     }
 
     pub(crate) fn cut_between(&self, a: &[u64], b: &[u64]) -> BTreeSet<(u64, u64)> {

@@ -30,7 +30,8 @@ struct Args {
     /// Cluster size (default: the seed chooses 3, or 5 one time in five).
     #[arg(long)]
     nodes: Option<usize>,
-    /// Run a deliberately broken replica: reads-without-barrier or send-before-sync.
+    /// Run a deliberately broken replica: reads-without-barrier, send-before-sync
+    /// or read-index-without-quorum.
     #[arg(long, value_parser = parse_broken)]
     broken: Option<paxsql_sim::Broken>,
     /// No faults: only load (a smoke test of the simulator itself).
@@ -55,6 +56,13 @@ struct Args {
     /// of their range (self-test of the shard checks).
     #[arg(long, requires = "groups")]
     unclaimed_writes: bool,
+    /// Isolate faults cut off the leader (otherwise a node at random).
+    #[arg(long)]
+    isolate_leaders: bool,
+    /// Linearizable reads by barrier entries through the log only (the
+    /// fallback path), not by read index.
+    #[arg(long)]
+    barrier_reads: bool,
     /// Print the run's events (with --seed).
     #[arg(long)]
     trace: bool,
@@ -115,6 +123,8 @@ fn main() -> ExitCode {
     cfg.runaways_percent = args.runaways.min(100);
     cfg.groups = args.groups;
     cfg.unclaimed_writes = args.unclaimed_writes;
+    cfg.isolate_leaders = args.isolate_leaders;
+    cfg.barrier_reads = args.barrier_reads;
     if cfg.groups.is_some() && cfg.runaways_percent > 0 {
         eprintln!("--runaways runs with one group only (leave out --groups)");
         return ExitCode::from(2);

@@ -35,6 +35,8 @@ pub(crate) struct SimNode {
     slots: Vec<Slot>,
     nodes: Vec<NodeId>,
     broken: Option<Broken>,
+    /// `ReplicaConfig::read_index`.
+    pub(crate) read_index: bool,
     /// `ReplicaConfig::snapshot_entries` and `snapshot_chunk_bytes`.
     snapshot_entries: u64,
     snapshot_chunk_bytes: usize,
@@ -115,6 +117,7 @@ impl SimNode {
             slots,
             nodes: nodes.iter().map(|&n| NodeId(n)).collect(),
             broken,
+            read_index: true,
             snapshot_entries: snapshot.0,
             snapshot_chunk_bytes: snapshot.1,
             runs: 0,
@@ -143,6 +146,7 @@ impl SimNode {
             let group = GroupId(g as u32);
             let mut cfg = ReplicaConfig::new(NodeId(self.id), group, self.nodes.clone(), epoch);
             cfg.broken = self.broken;
+            cfg.read_index = self.read_index;
             cfg.snapshot_entries = self.snapshot_entries;
             cfg.snapshot_chunk_bytes = self.snapshot_chunk_bytes;
             let storage =

@@ -204,7 +204,8 @@ impl Sim {
             .iter()
             .map(|&id| {
                 let snapshot = (params.snapshot_entries, params.snapshot_chunk_bytes);
-                let node = SimNode::new(id, &ids, groups, dir.path(), cfg.broken, snapshot);
+                let mut node = SimNode::new(id, &ids, groups, dir.path(), cfg.broken, snapshot);
+                node.read_index = !cfg.barrier_reads;
                 (id, node)
             })
             .collect();
@@ -625,6 +626,12 @@ fn describe(msg: &PeerMsg) -> Option<String> {
             format!("LeaderReadReply #{id} ok={}", result.is_ok())
         }
         PeerMsg::Progress { .. } => return None,
+        PeerMsg::ReadIndexPing { seq, .. } => format!("ReadIndexPing #{seq}"),
+        PeerMsg::ReadIndexAck { seq, promise, .. } => {
+            format!("ReadIndexAck #{seq} promise {}", promise.n)
+        }
+        PeerMsg::ReadIndexAsk { id, .. } => format!("ReadIndexAsk #{id}"),
+        PeerMsg::ReadIndexReply { id, index, .. } => format!("ReadIndexReply #{id} {index:?}"),
         PeerMsg::SnapshotNeeded { compacted } => format!("SnapshotNeeded(compacted {compacted})"),
         PeerMsg::SnapshotRequest { offset } => format!("SnapshotRequest(offset {offset})"),
         PeerMsg::SnapshotChunk {

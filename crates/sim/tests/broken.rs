@@ -99,3 +99,15 @@ fn writes_without_range_claims_are_caught() {
     );
     assert!(n <= SEEDS_MAX);
 }
+
+/// A leader that confirms a read index without a majority's promise: once
+/// deposed (isolated, a new leader elected and writing) it serves reads
+/// from a state the majority has moved past.
+#[test]
+fn read_indexes_confirmed_without_a_quorum_are_caught() {
+    let mut cfg = SimConfig::new(0);
+    cfg.broken = Some(Broken::ReadIndexWithoutQuorum);
+    cfg.isolate_leaders = true;
+    let n = caught_within("read-index-without-quorum", &cfg, &["linearizability"]);
+    assert!(n <= SEEDS_MAX);
+}
