@@ -1,12 +1,16 @@
 //! Reads on a sharded node: from the one group that holds everything a
 //! query needs, or gathered from every group into an in-memory SQLite
-//! database and answered there.
+//! database and answered there. A gathered query that reads one table has
+//! its WHERE (and, where the order is total, its `ORDER BY ... LIMIT`)
+//! applied by each range's SELECT too, so only rows that can count are
+//! copied (`paxsql_shard::pushdown`).
 
 use crate::map::ShardMap;
 use crate::writes::merge;
 use crate::{back_off, still_moving, Router, ATTEMPTS};
 use paxsql_shard::gather::Gather;
 use paxsql_shard::keys::{Keys, Shape};
+use paxsql_shard::pushdown::{pushdown, Pushdown};
 use paxsql_sql::ranges::{claim_check_sql, ident, Claim, RangeRow};
 use paxsql_types::{
     GroupId, LogIndex, Params, ReadLevel, RequestError, Response, Statement, StmtResult, Value,
@@ -230,7 +234,8 @@ impl Router {
     }
 
     /// Copies the rows of every range of `names` (views: their definition)
-    /// into an in-memory database and runs the query there.
+    /// into an in-memory database and runs the query there. Of a query that
+    /// reads one table, only the rows its pushed-down WHERE and limit keep.
     async fn gather(
         &self,
         map: &ShardMap,
@@ -240,6 +245,10 @@ impl Router {
         timeout: Option<Duration>,
     ) -> Result<Option<(StmtResult, LogIndex)>, RequestError> {
         let schema = self.gather_schema(map, names).await?;
+        // A query reading one table and nothing else: each range's SELECT
+        // also applies its WHERE (and ORDER BY ... LIMIT where safe).
+        let push =
+            pushdown(stmt, &|t| map.pk(t)).filter(|p| matches!(names, [only] if *only == p.table));
         // Per group: the claims and one SELECT per range held there.
         let mut per_group: BTreeMap<u32, GroupReads> = BTreeMap::new();
         for t in names {
@@ -250,7 +259,7 @@ impl Router {
             for r in ranges {
                 let e = per_group.entry(r.group).or_default();
                 e.0.push((r.range, r.generation));
-                e.1.push((t.clone(), range_select(t, columns, r)));
+                e.1.push((t.clone(), range_select(t, columns, r, push.as_ref())));
             }
         }
         let mut rows: Vec<(String, Vec<String>, Vec<Vec<Value>>)> = Vec::new();
@@ -274,6 +283,11 @@ impl Router {
                 }
             }
         }
+        tracing::debug!(
+            rows = rows.iter().map(|(_, _, v)| v.len()).sum::<usize>(),
+            pushdown = ?push,
+            "gathered"
+        );
         let (bytes_max, rows_max) = (
             self.inner.options.gather_bytes_max,
             self.inner.options.result_rows_max,
@@ -363,17 +377,25 @@ pub(crate) struct GatherSchema {
     pub(crate) columns: BTreeMap<String, Vec<String>>,
 }
 
-/// The statement that reads the claimed ranges' generations.
 /// The rows of one range: its stored columns (and the rowid of a table
-/// without an integer primary key, so rowids survive).
-fn range_select(table: &str, columns: &[String], r: &RangeRow) -> Statement {
+/// without an integer primary key, so rowids survive), only those meeting
+/// the pushed-down filter and within the pushed-down limit, if any.
+fn range_select(
+    table: &str,
+    columns: &[String],
+    r: &RangeRow,
+    push: Option<&Pushdown>,
+) -> Statement {
     let cols: Vec<String> = columns.iter().map(|c| ident(c)).collect();
-    Statement::new(format!(
-        "SELECT {} FROM {}{}",
-        cols.join(", "),
-        ident(table),
-        r.key_filter()
-    ))
+    Statement::new(match push {
+        Some(p) => p.range_select(&cols, r.key_condition().as_deref()),
+        None => format!(
+            "SELECT {} FROM {}{}",
+            cols.join(", "),
+            ident(table),
+            r.key_filter()
+        ),
+    })
 }
 
 /// The SELECT of a `CREATE VIEW v AS SELECT ...` text.

@@ -1110,3 +1110,106 @@ fn unsharded_cluster_refuses_sharding_commands() {
         assert!(!node.dir.join("group-1").exists(), "node {}", node.id);
     }
 }
+
+/// The error of a read that must fail, and must fail on the gather bound.
+fn gather_bound_error(c: &Cluster, sql: &str) -> String {
+    let (code, body) = c.query(1, sql, "linearizable").unwrap();
+    assert_eq!(code, 200, "{sql}: {body}");
+    let error = body["results"][0]["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{sql} should exceed the gather bound: {body}"))
+        .to_owned();
+    assert!(
+        error.contains("cross-shard query bound") && error.contains("--gather-bytes-max"),
+        "{sql}: {error}"
+    );
+    error
+}
+
+#[test]
+fn a_gathered_one_table_query_copies_only_the_rows_its_filter_keeps() {
+    // 1,000 rows of about 130 bytes each over two groups: the whole table
+    // is more than the bound, a tenth of it is not.
+    let c = Cluster::start_with(3, &["--groups", "2", "--gather-bytes-max", "50000"]);
+    c.wait_groups_led(3);
+    c.execute_retrying(
+        1,
+        json!(["CREATE TABLE big (id INTEGER PRIMARY KEY, tag INTEGER, pad TEXT)"]),
+    );
+    let ranges = c.spread_table(1, "big", &[501], 2, 1);
+    assert_eq!(ranges.len(), 2, "{ranges:?}");
+    let pad = "p".repeat(100);
+    for keys in [1..=500i64, 501..=1000] {
+        let values: Vec<String> = keys
+            .map(|id| format!("({id}, {}, '{pad}')", id % 100))
+            .collect();
+        let insert = format!("INSERT INTO big(id, tag, pad) VALUES {}", values.join(", "));
+        c.execute_retrying(1, json!([insert]));
+    }
+    let ids =
+        |rows: Vec<Value>| -> Vec<i64> { rows.iter().map(|r| r[0].as_i64().unwrap()).collect() };
+
+    // Copied whole, the table does not fit.
+    gather_bound_error(&c, "SELECT count(*) FROM big");
+
+    // Its WHERE runs on each group: ten rows are copied.
+    let rows = c.rows(
+        1,
+        "SELECT id FROM big WHERE tag = 7 ORDER BY id",
+        "linearizable",
+    );
+    let want: Vec<i64> = (0..10).map(|k| k * 100 + 7).collect();
+    assert_eq!(ids(rows), want);
+    let rows = c.rows(
+        1,
+        "SELECT count(*), sum(id) FROM big WHERE tag IN (1, 2) AND pad LIKE 'p%'",
+        "linearizable",
+    );
+    assert_eq!(rows, vec![json!([20, 9_030])]);
+    let rows = c.rows(
+        1,
+        "SELECT b.id FROM big AS b WHERE b.id BETWEEN 400 AND 600 AND b.tag = 50 ORDER BY 1",
+        "linearizable",
+    );
+    assert_eq!(ids(rows), [450, 550]);
+    // With a parameter, written into each group's SELECT.
+    let (code, body) = c
+        .post(
+            1,
+            "/db/query?level=linearizable",
+            &json!([[
+                "SELECT id FROM big WHERE tag = ? ORDER BY id DESC LIMIT 2",
+                99
+            ]])
+            .to_string(),
+        )
+        .unwrap();
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(
+        body["results"][0]["values"],
+        json!([[999], [899]]),
+        "{body}"
+    );
+
+    // ORDER BY ... LIMIT with the key: the first three of each range.
+    let rows = c.rows(
+        1,
+        "SELECT id FROM big ORDER BY tag DESC, id LIMIT 3 OFFSET 1",
+        "linearizable",
+    );
+    assert_eq!(ids(rows), [199, 299, 399]);
+
+    // What cannot be pushed down still copies whole ranges, and fails on
+    // the bound with its clear error.
+    for sql in [
+        // The order leaves ties: the rows kept at the limit could differ.
+        "SELECT id FROM big ORDER BY tag DESC LIMIT 3",
+        // A subquery, a join.
+        "SELECT id FROM big WHERE tag = (SELECT 7)",
+        "SELECT count(*) FROM big a JOIN big b ON a.id = b.id WHERE a.tag = 7",
+        // A name the query gives a result column.
+        "SELECT tag + 1 AS t1 FROM big WHERE t1 = 8",
+    ] {
+        gather_bound_error(&c, sql);
+    }
+}

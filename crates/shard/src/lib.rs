@@ -2,7 +2,7 @@
 //!
 //! paxsql splits each table's INTEGER PRIMARY KEY (rowid) space into ranges
 //! `[start, end)`, each living on one data group. The router above the
-//! groups needs three things this crate gives it:
+//! groups needs four things this crate gives it:
 //!
 //! 1. [`keys`]: what one SQL statement touches — a schema change, a write of
 //!    one table and the keys it may touch, a read of some tables — so the
@@ -12,6 +12,9 @@
 //!    which no SQL parser knows.
 //! 3. [`gather`]: a query that needs rows from several groups runs over
 //!    copies of those rows in a private in-memory SQLite, bounded in bytes.
+//! 4. [`pushdown`]: what of such a query each range's SELECT can do itself
+//!    (the WHERE of a one-table query, its `ORDER BY ... LIMIT`), so that
+//!    fewer rows are copied.
 //!
 //! Everything here is a pure function of its inputs (the in-memory SQLite
 //! included): the router owns the IO.
@@ -21,6 +24,7 @@
 pub mod command;
 pub mod gather;
 pub mod keys;
+pub mod pushdown;
 pub mod rewrite;
 
 pub use command::{check_split_keys, Command};

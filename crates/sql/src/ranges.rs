@@ -107,9 +107,16 @@ impl RangeRow {
     /// ` WHERE pk >= start AND pk < end`: the range's rows (empty for a
     /// table without an integer primary key, or an unbounded range).
     pub fn key_filter(&self) -> String {
-        let Some(pk) = &self.pk else {
-            return String::new();
-        };
+        match self.key_condition() {
+            Some(c) => format!(" WHERE {c}"),
+            None => String::new(),
+        }
+    }
+
+    /// `pk >= start AND pk < end`: the condition of [`RangeRow::key_filter`]
+    /// alone, `None` where that is empty.
+    pub fn key_condition(&self) -> Option<String> {
+        let pk = self.pk.as_ref()?;
         let mut parts = Vec::new();
         if let Some(s) = self.start {
             parts.push(format!("{} >= {s}", ident(pk)));
@@ -117,10 +124,7 @@ impl RangeRow {
         if let Some(e) = self.end {
             parts.push(format!("{} < {e}", ident(pk)));
         }
-        match parts.is_empty() {
-            true => String::new(),
-            false => format!(" WHERE {}", parts.join(" AND ")),
-        }
+        (!parts.is_empty()).then(|| parts.join(" AND "))
     }
 
     /// The range on another group, one generation on.

@@ -197,7 +197,8 @@ fn authorize(ctx: &AuthContext<'_>, querying: &AtomicBool) -> Authorization {
 fn gather_too_large(bytes_max: usize) -> String {
     format!(
         "the query needs more than {bytes_max} bytes of rows gathered from several groups \
-         (cross-shard query bound); narrow it with a WHERE on the key or raise --gather-bytes-max"
+         (cross-shard query bound); narrow it with a WHERE on the key (any WHERE, if it \
+         reads one table) or raise --gather-bytes-max"
     )
 }
 

@@ -18,7 +18,7 @@
 
 mod condition;
 mod interval;
-mod params;
+pub(crate) mod params;
 mod schema;
 mod tables;
 
@@ -316,7 +316,7 @@ impl Analysis<'_> {
 }
 
 /// How many queries `tree` holds (subqueries, VALUES lists, CTE bodies).
-fn subqueries(tree: &impl Visit) -> usize {
+pub(crate) fn subqueries(tree: &impl Visit) -> usize {
     struct Count(usize);
     impl Visitor for Count {
         type Break = ();
