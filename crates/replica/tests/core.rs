@@ -334,16 +334,17 @@ fn leader_reads_are_forwarded_and_answered_through_the_asking_node() {
     assert_eq!(scalar(&r), Value::Integer(5));
 }
 
-#[test]
-fn many_reads_share_one_barrier() {
-    let mut net = Net::new(3);
+/// Submits 50 linearizable reads at `node`, waits for every answer, and
+/// returns how many entries the group decided meanwhile.
+fn entries_for_fifty_reads(net: &mut Net, node: u64) -> u64 {
     let leader = net.leader();
     net.write(leader, "c", "CREATE TABLE t (v)").unwrap();
+    net.run(5);
     let before = net.replicas[&leader].status().decided;
     let tokens: Vec<u64> = (0..50)
         .map(|_| {
             net.submit(
-                leader,
+                node,
                 ClientRequest::Read {
                     stmts: vec![Statement::new("SELECT count(*) FROM t")],
                     level: ReadLevel::Linearizable,
@@ -354,8 +355,52 @@ fn many_reads_share_one_barrier() {
     for t in tokens {
         assert!(net.await_answer(t, 2000).unwrap().is_ok());
     }
-    let after = net.replicas[&leader].status().decided;
-    assert_eq!(after.0 - before.0, 1, "50 reads, one barrier entry");
+    net.replicas[&leader].status().decided.0 - before.0
+}
+
+#[test]
+fn many_reads_share_one_barrier() {
+    let mut net = Net::with_config(3, |c| c.read_index = false);
+    let leader = net.leader();
+    let n = entries_for_fifty_reads(&mut net, leader);
+    assert_eq!(n, 1, "50 reads, one barrier entry");
+}
+
+#[test]
+fn reads_by_read_index_put_nothing_in_the_log() {
+    let mut net = Net::new(3);
+    let leader = net.leader();
+    assert_eq!(
+        entries_for_fifty_reads(&mut net, leader),
+        0,
+        "at the leader"
+    );
+    let follower = (1..=3).find(|&n| n != leader).unwrap();
+    assert_eq!(
+        entries_for_fifty_reads(&mut net, follower),
+        0,
+        "at a follower"
+    );
+}
+
+#[test]
+fn a_follower_read_by_read_index_sees_a_write_acknowledged_elsewhere() {
+    let mut net = Net::new(3);
+    let leader = net.leader();
+    let follower = (1..=3).find(|&n| n != leader).unwrap();
+    net.write(leader, "c", "CREATE TABLE t (v)").unwrap();
+    for i in 0..5 {
+        net.write(
+            leader,
+            &format!("w{i}"),
+            &format!("INSERT INTO t VALUES ({i})"),
+        )
+        .unwrap();
+        let r = net
+            .read(follower, "SELECT count(*) FROM t", ReadLevel::Linearizable)
+            .unwrap();
+        assert_eq!(scalar(&r), Value::Integer(i + 1));
+    }
 }
 
 #[test]
