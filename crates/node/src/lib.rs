@@ -75,6 +75,9 @@ pub struct NodeConfig {
     /// whole database; N > 1 hosts the metadata group 0 and data groups
     /// 1..=N. The same on every node and every start.
     pub groups: u32,
+    /// `linearizable` reads by read index (true, the default) or by a
+    /// barrier entry through the log only (false).
+    pub read_index: bool,
 }
 
 /// Which SQL engine a node runs.
@@ -156,6 +159,7 @@ impl NodeConfig {
             read_timeout: Duration::from_secs(5),
             read_limits: ReadLimits::default(),
             groups: 1,
+            read_index: true,
         }
     }
 }

@@ -182,6 +182,7 @@ pub(crate) fn spawn_group(
 ) -> Result<(), StartError> {
     let dir = cfg.data_dir.join(format!("group-{}", group.0));
     let mut rcfg = ReplicaConfig::new(cfg.id, group, cfg.peers.keys().copied().collect(), epoch);
+    rcfg.read_index = cfg.read_index;
     let stored = membership::load(&dir).map_err(|reason| StartError::Open { group, reason })?;
     if let Some(m) = &stored {
         if !m.peers.contains_key(&cfg.id) {

@@ -105,6 +105,12 @@ pub struct NodeArgs {
     #[arg(long, value_name = "BYTES")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gather_bytes_max: Option<usize>,
+    /// How `linearizable` reads are made sure of: `read-index` (default: one
+    /// round of messages confirms the leader, no log entry) or `barrier` (a
+    /// no-op entry through the log per batch of reads).
+    #[arg(long, value_name = "read-index|barrier")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub linearizable_reads: Option<String>,
     /// Join a running cluster through any member's HTTP address: the node
     /// is added as a member and receives the data by snapshot. --peers then
     /// only needs this node's own address. Ignored once the node has joined.
@@ -147,6 +153,8 @@ pub struct NodeSettings {
     pub groups: u32,
     /// Bytes one cross-shard query may gather.
     pub gather_bytes_max: usize,
+    /// `linearizable` reads by read index (else by barrier entries).
+    pub read_index: bool,
     /// A member's HTTP address to join through.
     pub join: Option<String>,
     /// The PostgreSQL listener's address; `None` when off.
@@ -245,6 +253,13 @@ impl NodeArgs {
             paxsql_router::GATHER_BYTES_MAX_DEFAULT,
             "--gather-bytes-max",
         )?;
+        let read_index = match self.linearizable_reads.as_deref() {
+            None | Some("read-index") => true,
+            Some("barrier") => false,
+            Some(other) => {
+                bail!("--linearizable-reads must be read-index or barrier, not {other:?}")
+            }
+        };
         let http = self.http.unwrap_or_else(|| "127.0.0.1:4001".into());
         let (pg, pg_derived) = match self.pg.as_deref() {
             Some("off") => (None, false),
@@ -280,6 +295,7 @@ impl NodeArgs {
             result_bytes_max,
             groups,
             gather_bytes_max,
+            read_index,
             join: self.join,
             engine,
             postgres_url: self.postgres_url,
@@ -364,6 +380,24 @@ mod tests {
         assert!(!s.pg_derived);
         assert_eq!(s.pg_auth, paxsql_pgwire::Auth::Md5("pw".into()));
         assert!(args(Some("5433"), None).check().is_err());
+    }
+
+    #[test]
+    fn linearizable_reads_go_by_read_index_unless_told_barrier() {
+        let args = |mode: Option<&str>| NodeArgs {
+            id: Some(1),
+            peers: Some("1=127.0.0.1:1".into()),
+            linearizable_reads: mode.map(Into::into),
+            ..NodeArgs::default()
+        };
+        assert!(args(None).check().unwrap().read_index);
+        assert!(args(Some("read-index")).check().unwrap().read_index);
+        assert!(!args(Some("barrier")).check().unwrap().read_index);
+        let e = args(Some("fast")).check().unwrap_err().to_string();
+        assert!(
+            e.contains("--linearizable-reads must be read-index or barrier"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -98,6 +98,7 @@ fn run_node(args: config::NodeArgs) -> anyhow::Result<()> {
             bytes_max: settings.result_bytes_max,
         };
         cfg.groups = settings.groups;
+        cfg.read_index = settings.read_index;
         if let Some(member) = &settings.join {
             join_cluster(member, &settings).await?;
         }

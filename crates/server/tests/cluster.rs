@@ -236,6 +236,14 @@ fn a_cut_off_leader_never_serves_a_stale_linearizable_read(engine: Engine) {
     partition_scenario(&c, victim);
 }
 
+/// The fallback path alone: linearizable reads by barrier entries.
+#[test]
+fn with_barrier_reads_a_cut_off_leader_never_serves_a_stale_linearizable_read() {
+    let c = Cluster::start_with(3, &["--linearizable-reads", "barrier"]);
+    let victim = c.leader();
+    partition_scenario(&c, victim);
+}
+
 fn bad_input_gets_clear_errors_and_changes_nothing(engine: Engine) {
     let c = Cluster::start_engine(3, engine);
     create_table(&c, 1);
