@@ -85,7 +85,7 @@ impl ReadIndex {
 
 impl<E: SqlEngine, S: LogStorage> Replica<E, S> {
     /// Whether this replica leads, in its accept phase.
-    fn leads(&self) -> bool {
+    pub(crate) fn leads(&self) -> bool {
         self.op
             .get_current_leader()
             .is_some_and(|(pid, accept)| accept && NodeId(pid) == self.cfg.node)
@@ -132,16 +132,7 @@ impl<E: SqlEngine, S: LogStorage> Replica<E, S> {
             self.maybe_confirm(seq);
             return;
         }
-        for (node, epoch, id) in asks {
-            self.send(
-                node,
-                PeerMsg::ReadIndexReply {
-                    epoch,
-                    id,
-                    index: None,
-                },
-            );
-        }
+        self.refuse_asks(asks);
         if reads.is_empty() {
             return;
         }
@@ -155,6 +146,15 @@ impl<E: SqlEngine, S: LogStorage> Replica<E, S> {
                 self.send(leader, PeerMsg::ReadIndexAsk { epoch, id });
             }
             _ => self.reads_unbarriered.extend(reads),
+        }
+    }
+
+    /// Followers' asks this replica cannot answer with an index: they take
+    /// the barrier path.
+    fn refuse_asks(&mut self, asks: Vec<(NodeId, u64, u64)>) {
+        for (node, epoch, id) in asks {
+            let index = None;
+            self.send(node, PeerMsg::ReadIndexReply { epoch, id, index });
         }
     }
 
@@ -264,16 +264,7 @@ impl<E: SqlEngine, S: LogStorage> Replica<E, S> {
         for seq in late {
             let round = self.ri.rounds.remove(&seq).expect("listed above");
             self.reads_unbarriered.extend(round.reads);
-            for (node, epoch, id) in round.asks {
-                self.send(
-                    node,
-                    PeerMsg::ReadIndexReply {
-                        epoch,
-                        id,
-                        index: None,
-                    },
-                );
-            }
+            self.refuse_asks(round.asks);
         }
         let late: Vec<u64> = self
             .ri

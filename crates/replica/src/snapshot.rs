@@ -193,7 +193,7 @@ impl<E: SqlEngine, S: LogStorage> Replica<E, S> {
     /// accepted. (Those entries of the peer were never decided: a leader in
     /// its accept phase holds every decided entry.)
     fn pad_log_to(&mut self, their_accepted: usize) {
-        let leading = self.op.get_current_leader() == Some((self.cfg.node.0, true));
+        let leading = self.leads();
         let mine = self.op.get_accepted_idx();
         if !leading || their_accepted <= mine {
             return;

@@ -229,13 +229,11 @@ impl Router {
         let insert = format!("INSERT INTO {} ({cols}) VALUES ({marks})", ident(&r.table));
         let take = Statement::new(format!("DELETE FROM {}{}", ident(&r.table), r.key_filter()));
         let first = vec![
-            Statement::new(
-                paxsql_sql::Directive::Ranges(RangeChange {
-                    put: vec![moved.clone()],
-                    ..RangeChange::default()
-                })
-                .to_sql(),
-            ),
+            paxsql_sql::Directive::Ranges(RangeChange {
+                put: vec![moved.clone()],
+                ..RangeChange::default()
+            })
+            .statement(),
             take,
         ];
         let mut after: Option<i64> = None;

@@ -138,7 +138,7 @@ impl Router {
         group: GroupId,
         change: RangeChange,
     ) -> Result<bool, RequestError> {
-        let stmt = Statement::new(Directive::Ranges(change).to_sql());
+        let stmt = Directive::Ranges(change).statement();
         let r = self
             .inner
             .node

@@ -340,7 +340,7 @@ impl Router {
         id: RequestId,
     ) -> Result<Option<Response>, RequestError> {
         let mut all = Vec::with_capacity(stmts.len() + 1);
-        all.push(Statement::new(Directive::Claim(claims).to_sql()));
+        all.push(Directive::Claim(claims).statement());
         all.extend(stmts);
         let mut r = self
             .inner

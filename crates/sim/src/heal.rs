@@ -293,7 +293,8 @@ impl Sim {
 
 /// What each node holds over its data groups: every group's `kv` rows and
 /// `ops` counts added up (a key held by two groups is the ownership
-/// check's to report; here the higher group's value stands).
+/// check's to report; here the higher group's value stands). Applied index
+/// and hash are per group (checked per group), so 0 here.
 fn merge_groups(per_group: &BTreeMap<u32, Vec<FinalState>>, data: &[u32]) -> Vec<FinalState> {
     let mut by_node: BTreeMap<u64, FinalState> = BTreeMap::new();
     for g in data {
@@ -305,8 +306,6 @@ fn merge_groups(per_group: &BTreeMap<u32, Vec<FinalState>>, data: &[u32]) -> Vec
                 kv: BTreeMap::new(),
                 ops: BTreeMap::new(),
             });
-            merged.applied += f.applied;
-            merged.hash ^= f.hash;
             merged.kv.extend(f.kv.iter().map(|(k, v)| (*k, *v)));
             for (req, n) in &f.ops {
                 *merged.ops.entry(req.clone()).or_default() += n;

@@ -57,6 +57,11 @@ const REROUTES_MAX: u32 = 30;
 /// Ticks a map change step waits for its answer before asking again.
 const STEP_TIMEOUT_TICKS: u64 = 100;
 
+/// A change of ranges as a statement.
+fn ranges(change: RangeChange) -> Statement {
+    Directive::Ranges(change).statement()
+}
+
 /// A read's answer: each key with its value, if it has one.
 type Registers = Vec<(i64, Option<i64>)>;
 
@@ -138,7 +143,6 @@ impl ShardState {
             generation: 1,
             pk: Some("k".into()),
         };
-        let ranges = |change: RangeChange| Statement::new(Directive::Ranges(change).to_sql());
         let mut setup: VecDeque<(u32, Vec<Statement>)> = (1..=data_groups)
             .map(|g| {
                 let mut stmts: Vec<Statement> = SETUP.iter().map(|s| Statement::new(*s)).collect();
@@ -188,7 +192,6 @@ impl ShardState {
 impl Job {
     /// The next step, or `None` when the change is complete.
     fn step(&self, shard: &ShardState) -> Option<Step> {
-        let ranges = |change: RangeChange| Statement::new(Directive::Ranges(change).to_sql());
         match self {
             Job::Split { r, at, id, step } => match step {
                 0 => Some(Step::Write(
@@ -326,7 +329,7 @@ impl Sim {
             Some((value, id)) => {
                 let mut stmts = Vec::new();
                 if !self.cfg.unclaimed_writes {
-                    stmts.push(Statement::new(Directive::Claim(vec![claim]).to_sql()));
+                    stmts.push(Directive::Claim(vec![claim]).statement());
                 }
                 stmts.push(Statement {
                     sql: WRITE_KV.into(),

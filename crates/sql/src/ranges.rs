@@ -24,7 +24,7 @@
 //! Users cannot send directives (the router refuses them) nor write the
 //! table (the authorizer denies it); they may read it.
 
-use paxsql_types::Value;
+use paxsql_types::{Statement, Value};
 use serde::{Deserialize, Serialize};
 
 /// The internal table of ranges.
@@ -222,6 +222,11 @@ impl Directive {
             Directive::Claim(c) => ("CLAIM", serde_json::to_string(c)),
         };
         format!("{PREFIX}{word} {}", body.expect("ranges encode as JSON"))
+    }
+
+    /// The directive as a statement to send.
+    pub fn statement(&self) -> Statement {
+        Statement::new(self.to_sql())
     }
 
     /// Whether a text is a directive at all (well-formed or not): users may
