@@ -87,6 +87,7 @@ impl From<RequestError> for ApiError {
                 retry_after_secs: Some(1),
                 ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message)
             },
+            RequestError::Conflict(_) => ApiError::new(StatusCode::CONFLICT, message),
         }
     }
 }

@@ -67,6 +67,7 @@ pub(crate) fn record_request(
         Err(RequestError::BadRequest(_)) => "bad_request",
         Err(RequestError::Unavailable(_)) => "unavailable",
         Err(RequestError::Overloaded(_)) => "overloaded",
+        Err(RequestError::Conflict(_)) => "conflict",
     };
     metrics::counter!("paxsql_requests_total", "op" => op, "level" => level, "outcome" => outcome)
         .increment(1);

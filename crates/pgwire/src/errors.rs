@@ -112,6 +112,7 @@ pub(crate) fn request(e: &RequestError) -> Fail {
              a write may or may not have been applied",
         ),
         RequestError::Overloaded(m) => error("53000", format!("overloaded: {m}")),
+        RequestError::Conflict(m) => error("40001", m.clone()),
     }
 }
 

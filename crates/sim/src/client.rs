@@ -107,7 +107,9 @@ pub(crate) fn write_verdict(result: &Result<Response, RequestError>) -> WriteVer
             Some(e) => WriteVerdict::Fail(e),
             None => WriteVerdict::Ok,
         },
-        Err(RequestError::BadRequest(m)) => WriteVerdict::Fail(m.clone()),
+        Err(RequestError::BadRequest(m) | RequestError::Conflict(m)) => {
+            WriteVerdict::Fail(m.clone())
+        }
         Err(e @ (RequestError::Unavailable(_) | RequestError::Overloaded(_))) => {
             WriteVerdict::Unknown(e.to_string())
         }

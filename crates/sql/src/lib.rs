@@ -22,6 +22,7 @@ mod postgres;
 pub mod ranges;
 pub mod settings;
 mod sqlite;
+pub mod txn;
 mod vfs;
 
 pub use image::image_to_statements;
@@ -32,7 +33,7 @@ pub use ranges::Directive;
 pub use settings::Setting;
 pub use sqlite::{SqliteEngine, SqliteOptions, SqliteReader};
 
-use paxsql_types::{BarrierId, Entry, LogIndex, RequestId, Statement, StmtResult};
+use paxsql_types::{ApplyEnv, BarrierId, Entry, LogIndex, RequestId, Statement, StmtResult};
 
 /// What applying one proposal produced.
 #[derive(Clone, Debug, PartialEq)]
@@ -197,6 +198,21 @@ pub trait SqlEngine {
     /// thread: production serves reads through [`Self::reader`] instead.
     fn query(&mut self, stmts: &[Statement]) -> Vec<StmtResult>;
 
+    /// Runs an interactive transaction's statements so far as the log would
+    /// apply them now (with `env`, all or nothing: they stop at the first
+    /// failure), on the applying connection, and rolls everything back
+    /// (see [`txn`]). Runs on the applying thread, between entries.
+    fn probe(
+        &mut self,
+        stmts: &[Statement],
+        env: ApplyEnv,
+    ) -> Result<Vec<StmtResult>, EngineError> {
+        let _ = (stmts, env);
+        Err(EngineError::Unsupported(
+            "interactive transactions on this engine".into(),
+        ))
+    }
+
     /// Opens another connection for reads, to be used on another thread.
     fn reader(&self, limits: ReadLimits) -> Result<Box<dyn SqlReader>, EngineError> {
         let _ = limits;
@@ -258,6 +274,13 @@ impl SqlEngine for Box<dyn SqlEngine + Send> {
     }
     fn query(&mut self, stmts: &[Statement]) -> Vec<StmtResult> {
         (**self).query(stmts)
+    }
+    fn probe(
+        &mut self,
+        stmts: &[Statement],
+        env: ApplyEnv,
+    ) -> Result<Vec<StmtResult>, EngineError> {
+        (**self).probe(stmts, env)
     }
     fn reader(&self, limits: ReadLimits) -> Result<Box<dyn SqlReader>, EngineError> {
         (**self).reader(limits)

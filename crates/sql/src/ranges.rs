@@ -193,6 +193,12 @@ pub enum Directive {
     Ranges(RangeChange),
     /// Check the group owns these ranges at these generations.
     Claim(Vec<Claim>),
+    /// The commit of an interactive transaction: the statements after the
+    /// directive must return results with these digests
+    /// ([`paxsql_types::StmtResult::digest`]) — what the client was
+    /// answered — or the request fails as a serialization failure and
+    /// nothing of it is applied.
+    Expect(Vec<u64>),
 }
 
 const PREFIX: &str = "PAXSQL ";
@@ -210,6 +216,7 @@ impl Directive {
         let parsed = match word.to_ascii_uppercase().as_str() {
             "RANGES" => serde_json::from_str(body).map(Directive::Ranges),
             "CLAIM" => serde_json::from_str(body).map(Directive::Claim),
+            "EXPECT" => serde_json::from_str(body).map(Directive::Expect),
             _ => return None,
         };
         Some(parsed.map_err(|e| format!("malformed PAXSQL {word} directive: {e}")))
@@ -220,6 +227,7 @@ impl Directive {
         let (word, body) = match self {
             Directive::Ranges(c) => ("RANGES", serde_json::to_string(c)),
             Directive::Claim(c) => ("CLAIM", serde_json::to_string(c)),
+            Directive::Expect(d) => ("EXPECT", serde_json::to_string(d)),
         };
         format!("{PREFIX}{word} {}", body.expect("ranges encode as JSON"))
     }

@@ -10,7 +10,7 @@ mod ids;
 mod sql;
 
 pub use ids::{GroupId, LogIndex, NodeId, RequestId, REQUEST_ID_LEN_MAX};
-pub use sql::{Params, Statement, StmtResult, Value};
+pub use sql::{Params, Statement, StmtResult, Value, SERIALIZATION_FAILURE};
 
 use serde::{Deserialize, Serialize};
 
@@ -109,6 +109,10 @@ pub enum RequestError {
     /// Too many requests in flight; back off and retry.
     #[error("overloaded: {0}")]
     Overloaded(String),
+    /// A transaction lost a conflict with another (a serialization
+    /// failure) and was not applied: run the whole transaction again.
+    #[error("{0}")]
+    Conflict(String),
 }
 
 impl RequestError {

@@ -99,3 +99,23 @@ pub enum StmtResult {
     /// The statement failed; the text is the engine's message.
     Error(String),
 }
+
+/// How the message of a transaction that lost a conflict begins.
+pub const SERIALIZATION_FAILURE: &str = "serialization failure";
+
+impl StmtResult {
+    /// A fingerprint of the result, equal on every replica and in every
+    /// process for equal results: what an interactive transaction's commit
+    /// checks against what the client was answered. For a statement that
+    /// wrote rows, the row count and the last inserted row id (the id is 0
+    /// at the start of every request, so it only counts the request's own
+    /// inserts).
+    pub fn digest(&self) -> u64 {
+        // FNV-1a over the JSON encoding: stable across processes and
+        // versions of the standard library, unlike `DefaultHasher`.
+        let bytes = serde_json::to_vec(self).unwrap_or_default();
+        bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+        })
+    }
+}

@@ -19,9 +19,11 @@ pub use reader::SqliteReader;
 
 use crate::ranges::{self, Directive, RangeChange};
 use crate::settings::{self, Setting};
-use crate::{vfs, Applied, EngineError, ReadLimits, SqlEngine, SqlReader};
+use crate::{txn, vfs, Applied, EngineError, ReadLimits, SqlEngine, SqlReader};
 use hooks::{install_authorizer, install_random, seed, Meter, Tripped, Work};
-use paxsql_types::{Entry, LogIndex, Proposal, RequestId, Statement, StmtResult, WriteRequest};
+use paxsql_types::{
+    ApplyEnv, Entry, LogIndex, Proposal, RequestId, Statement, StmtResult, WriteRequest,
+};
 use rusqlite::types::ValueRef;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use statement::{Guarded, ResultBound};
@@ -312,6 +314,12 @@ impl SqliteEngine {
                 break;
             }
         }
+        if let Some(at) = txn::expect_at(&w.stmts) {
+            if let Some(why) = txn::check_expected(&w.stmts[at], &results, at) {
+                results[at] = StmtResult::Error(why);
+                failed = true;
+            }
+        }
         let end = if failed {
             "ROLLBACK TO paxsql_request; RELEASE paxsql_request"
         } else {
@@ -369,6 +377,11 @@ impl SqliteEngine {
                 })
             }
             Ok(Directive::Ranges(change)) => self.change_ranges(&change),
+            // Checked once the statements after it have run (`run_write`).
+            Ok(Directive::Expect(_)) => Ok(StmtResult::Exec {
+                last_insert_id: 0,
+                rows_affected: 0,
+            }),
         }
     }
 
@@ -577,6 +590,33 @@ impl SqlEngine for SqliteEngine {
 
     fn statement_budget(&self) -> Option<u64> {
         Some(self.budget)
+    }
+
+    fn probe(
+        &mut self,
+        stmts: &[Statement],
+        env: ApplyEnv,
+    ) -> Result<Vec<StmtResult>, EngineError> {
+        let w = WriteRequest {
+            id: RequestId(String::new()),
+            stmts: stmts.to_vec(),
+            transaction: true,
+            env,
+        };
+        // As `apply` does: a statement out of budget makes SQLite roll
+        // the transaction back; run again with it marked as exhausted.
+        let mut exhausted = BTreeSet::new();
+        loop {
+            self.write.execute_batch("BEGIN").map_err(storage)?;
+            let run = self.run_write(0, &w, &mut exhausted);
+            if !self.write.is_autocommit() {
+                self.write.execute_batch("ROLLBACK").map_err(storage)?;
+            }
+            self.budget = read_budget(&self.write)?;
+            if let Some(results) = run? {
+                return Ok(results);
+            }
+        }
     }
 
     fn reader(&self, limits: ReadLimits) -> Result<Box<dyn SqlReader>, EngineError> {
