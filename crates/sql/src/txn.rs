@@ -37,16 +37,8 @@ pub fn check_expected(directive: &Statement, results: &[StmtResult], at: usize) 
         return None;
     }
     let got = &results[at + 1..];
-    let differs = want
-        .iter()
-        .zip(
-            got.iter()
-                .map(StmtResult::digest)
-                .chain(std::iter::repeat(0)),
-        )
-        .position(|(w, g)| *w != g)
-        .or((got.len() != want.len()).then_some(got.len().min(want.len())));
-    let k = differs?;
+    let k = (0..want.len().max(got.len()))
+        .find(|&k| want.get(k).copied() != got.get(k).map(StmtResult::digest))?;
     let what = match got.get(k) {
         Some(StmtResult::Error(m)) => format!("failed at commit ({m})"),
         Some(_) => "gives another result at commit than it gave".to_owned(),
