@@ -352,6 +352,57 @@ impl NodeHandle {
         transaction: bool,
         id: Option<RequestId>,
     ) -> Result<Response, RequestError> {
+        self.write_with(group, stmts, transaction, id, fresh_env())
+            .await
+    }
+
+    /// Commits an interactive transaction on a group: its statements led by
+    /// its `PAXSQL EXPECT` directive, with the clock and randomness its
+    /// probes ran with (see [`Self::probe_on`]).
+    pub async fn commit_on(
+        &self,
+        group: GroupId,
+        stmts: Vec<Statement>,
+        id: Option<RequestId>,
+        env: ApplyEnv,
+    ) -> Result<Response, RequestError> {
+        self.write_with(group, stmts, true, id, env).await
+    }
+
+    /// Runs an interactive transaction's statements so far on a group at a
+    /// linearizable point and rolls them back: their results as if applied
+    /// now. Counted and bounded like a read (`--reads-max`, `timeout`).
+    pub async fn probe_on(
+        &self,
+        group: GroupId,
+        stmts: Vec<Statement>,
+        env: ApplyEnv,
+        timeout: Option<Duration>,
+    ) -> Result<Response, RequestError> {
+        self.hosts(group)?;
+        if stmts.is_empty() {
+            return Err(RequestError::BadRequest("no statements given".into()));
+        }
+        let Ok(_permit) = self.inner.read_permits.try_acquire() else {
+            metrics::record_read_refused();
+            return Err(self.reads_overloaded());
+        };
+        let started = std::time::Instant::now();
+        let timeout = timeout.unwrap_or(self.inner.cfg.read_timeout);
+        let req = ClientRequest::Probe { stmts, env };
+        let result = self.call_within(group, req, timeout).await;
+        metrics::record_request("probe", "linearizable", &result, started.elapsed());
+        result
+    }
+
+    async fn write_with(
+        &self,
+        group: GroupId,
+        stmts: Vec<Statement>,
+        transaction: bool,
+        id: Option<RequestId>,
+        env: ApplyEnv,
+    ) -> Result<Response, RequestError> {
         if stmts.is_empty() {
             return Err(RequestError::BadRequest("no statements given".into()));
         }
@@ -374,13 +425,6 @@ impl NodeHandle {
             }
         };
         let id = id.unwrap_or_else(|| self.fresh_request_id());
-        let env = ApplyEnv {
-            unix_ms: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_millis() as i64)
-                .unwrap_or(0),
-            seed: rand::random(),
-        };
         let req = ClientRequest::Write {
             id,
             stmts,
@@ -419,10 +463,7 @@ impl NodeHandle {
         }
         let Ok(_permit) = self.inner.read_permits.try_acquire() else {
             metrics::record_read_refused();
-            return Err(RequestError::Overloaded(format!(
-                "{} reads are already running or queued on this node (--reads-max);                  retry after a moment",
-                self.inner.cfg.reads_max
-            )));
+            return Err(self.reads_overloaded());
         };
         let started = std::time::Instant::now();
         let timeout = timeout.unwrap_or(self.inner.cfg.read_timeout);
@@ -625,6 +666,14 @@ impl NodeHandle {
         }
     }
 
+    fn reads_overloaded(&self) -> RequestError {
+        RequestError::Overloaded(format!(
+            "{} reads are already running or queued on this node (--reads-max); retry after a \
+             moment",
+            self.inner.cfg.reads_max
+        ))
+    }
+
     /// Whether this node hosts a group.
     fn hosts(&self, group: GroupId) -> Result<(), RequestError> {
         match self.inner.groups.contains_key(&group) {
@@ -674,5 +723,18 @@ impl NodeHandle {
     pub fn set_isolated(&self, isolated: bool) {
         self.inner.links.isolated.store(isolated, Ordering::Relaxed);
         tracing::warn!(isolated, "fault switch flipped");
+    }
+}
+
+/// A write's clock and randomness, fixed when it is submitted: the time now
+/// and a random seed. An interactive transaction takes one at its start
+/// and keeps it for every probe and its commit.
+pub fn fresh_env() -> ApplyEnv {
+    ApplyEnv {
+        unix_ms: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0),
+        seed: rand::random(),
     }
 }

@@ -211,6 +211,16 @@ pub enum ClientRequest {
         /// How fresh.
         level: ReadLevel,
     },
+    /// A transaction's statements so far, run at a linearizable point on
+    /// the engine and rolled back: the answer is what they would return if
+    /// applied now ([`SqlEngine::probe`]; see `paxsql_sql::txn`).
+    Probe {
+        /// In order.
+        stmts: Vec<Statement>,
+        /// The transaction's clock and randomness, the same for every
+        /// probe and for its commit.
+        env: ApplyEnv,
+    },
 }
 
 /// What replicas of one group say to each other.
@@ -461,10 +471,19 @@ struct PendingWrite {
 
 struct PendingRead {
     token: ClientToken,
-    stmts: Vec<Statement>,
-    /// Set for a backup rather than a query.
-    backup: Option<std::path::PathBuf>,
+    what: ReadWhat,
     deadline: u64,
+}
+
+/// What a linearizable read does once its point is applied.
+enum ReadWhat {
+    /// Read-only statements, run by the owner (on a reader).
+    Query(Vec<Statement>),
+    /// A copy of the database written there.
+    Backup(std::path::PathBuf),
+    /// A transaction's statements so far, run on the engine and rolled
+    /// back ([`SqlEngine::probe`]), here on the replica's thread.
+    Probe(Vec<Statement>, ApplyEnv),
 }
 
 struct PendingBarrier {
@@ -797,6 +816,7 @@ impl<E: SqlEngine, S: LogStorage> Replica<E, S> {
             }
             ClientRequest::Read { stmts, level } => self.submit_read(token, stmts, level),
             ClientRequest::Backup { dest, level } => self.submit_backup(token, dest, level),
+            ClientRequest::Probe { stmts, env } => self.submit_probe(token, stmts, env),
         }
     }
 
@@ -1087,16 +1107,51 @@ impl<E: SqlEngine, S: LogStorage> Replica<E, S> {
                 self.read(ReadFor::Client(token), stmts)
             }
             ReadLevel::Linearizable => {
-                let read = PendingRead {
-                    token,
-                    stmts,
-                    backup: None,
-                    deadline,
+                self.linearizable(token, ReadWhat::Query(stmts));
+            }
+        }
+    }
+
+    /// Queues a linearizable read on the configured path.
+    fn linearizable(&mut self, token: ClientToken, what: ReadWhat) {
+        let read = PendingRead {
+            token,
+            what,
+            deadline: self.now + self.cfg.request_timeout_ticks,
+        };
+        match self.cfg.read_index {
+            true => self.ri.waiting.push(read),
+            false => self.reads_unbarriered.push(read),
+        }
+    }
+
+    fn submit_probe(&mut self, token: ClientToken, stmts: Vec<Statement>, env: ApplyEnv) {
+        match make_deterministic(self.engine.dialect(), stmts, env) {
+            Ok(stmts) => self.linearizable(token, ReadWhat::Probe(stmts, env)),
+            Err(e) => self.reply(token, Err(e)),
+        }
+    }
+
+    /// Runs a linearizable read whose point is applied here.
+    fn serve(&mut self, read: PendingRead) {
+        match read.what {
+            ReadWhat::Query(stmts) => self.read(ReadFor::Client(read.token), stmts),
+            ReadWhat::Backup(dest) => {
+                let r = self.backup_now(&dest);
+                self.reply(read.token, r);
+            }
+            ReadWhat::Probe(stmts, env) => {
+                let r = match self.engine.probe(&stmts, env) {
+                    Ok(results) => Ok(Response {
+                        results,
+                        index: self.engine.applied_index(),
+                    }),
+                    Err(EngineError::Unsupported(what)) => Err(RequestError::BadRequest(format!(
+                        "{what} are not supported by this node's engine"
+                    ))),
+                    Err(e) => Err(RequestError::Unavailable(e.to_string())),
                 };
-                match self.cfg.read_index {
-                    true => self.ri.waiting.push(read),
-                    false => self.reads_unbarriered.push(read),
-                }
+                self.reply(read.token, r);
             }
         }
     }
@@ -1109,8 +1164,7 @@ impl<E: SqlEngine, S: LogStorage> Replica<E, S> {
         }
         self.reads_unbarriered.push(PendingRead {
             token,
-            stmts: Vec::new(),
-            backup: Some(dest),
+            what: ReadWhat::Backup(dest),
             deadline: self.now + self.cfg.request_timeout_ticks,
         });
     }
@@ -1277,13 +1331,7 @@ impl<E: SqlEngine, S: LogStorage> Replica<E, S> {
                     let done = std::mem::replace(&mut self.barriers, later);
                     for (_, barrier) in done {
                         for read in barrier.reads {
-                            match &read.backup {
-                                Some(dest) => {
-                                    let r = self.backup_now(dest);
-                                    self.reply(read.token, r);
-                                }
-                                None => self.read(ReadFor::Client(read.token), read.stmts),
-                            }
+                            self.serve(read);
                         }
                     }
                 }

@@ -246,7 +246,7 @@ impl<E: SqlEngine, S: LogStorage> Replica<E, S> {
             .partition(|(index, _)| *index <= applied);
         self.ri.ready = later;
         for (_, read) in due {
-            self.read(ReadFor::Client(read.token), read.stmts);
+            self.serve(read);
         }
     }
 
