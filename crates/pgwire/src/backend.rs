@@ -5,10 +5,9 @@
 use crate::catalog::{self, Catalog};
 use crate::describe::{self, Plan};
 use crate::errors::{self, error, error_hint, pg, Fail};
-use crate::session::{
-    parse_setting, Session, SessionCell, Setting, Tx, READ_LEVEL, TX_STATEMENTS_MAX,
-};
+use crate::session::{parse_setting, Session, SessionCell, Setting, Tx, READ_LEVEL};
 use crate::sqltext::{self, leading_words, Placeholders};
+use crate::txn::OpenTx;
 use crate::types::{decode_param, encode_field, PgType};
 use crate::Db;
 use async_trait::async_trait;
@@ -199,7 +198,7 @@ impl<D: Db> Core<D> {
             .get_or_insert_with(|| SessionCell(Mutex::new(s))))
     }
 
-    fn forget_descriptions(&self) {
+    pub(crate) fn forget_descriptions(&self) {
         self.cache.lock().expect("describe cache").clear();
     }
 
@@ -375,7 +374,7 @@ impl<D: Db> Core<D> {
             Action::Begin => {
                 let mut s = lock(cell);
                 if matches!(s.tx, Tx::Idle) {
-                    s.tx = Tx::Open(Vec::new());
+                    s.tx = Tx::Open(OpenTx::new());
                 }
                 Ok(Outcome::Begin)
             }
@@ -401,19 +400,13 @@ impl<D: Db> Core<D> {
                     tag: "SELECT".into(),
                 })
             }
+            Action::Read | Action::Write if matches!(lock(cell).tx, Tx::Open(_)) => {
+                let write = matches!(action, Action::Write);
+                self.run_in_transaction(cell, sql, params, write, described)
+                    .await
+            }
             Action::Read => self.read(cell, sql, params, described).await,
             Action::Write => {
-                let open_tx = match &lock(cell).tx {
-                    Tx::Open(w) => Some(w.iter().any(|s| is_ddl(&s.sql))),
-                    _ => None,
-                };
-                if let Some(ddl_buffered) = open_tx {
-                    self.check_buffered_write(sql, &params, ddl_buffered)
-                        .await?;
-                }
-                if let Some(outcome) = buffer_write(cell, sql, &params)? {
-                    return Ok(outcome);
-                }
                 let stmt = Statement {
                     sql: sql.to_owned(),
                     params,
@@ -425,65 +418,6 @@ impl<D: Db> Core<D> {
         }
     }
 
-    /// A write about to be buffered is compiled (`EXPLAIN`, which runs
-    /// nothing) so that a syntax error or a missing table fails at the
-    /// statement, as in PostgreSQL, rather than at `COMMIT`. A missing table
-    /// or column is let through when the transaction already holds DDL that
-    /// may create it.
-    async fn check_buffered_write(
-        &self,
-        sql: &str,
-        params: &Params,
-        ddl_buffered: bool,
-    ) -> Result<(), Fail> {
-        if let Some(why) = determinism::forbidden(sql) {
-            return Err(error("0A000", why));
-        }
-        let explain = Statement {
-            sql: format!("EXPLAIN {sql}"),
-            params: params.clone(),
-        };
-        let results = self.read_schema(vec![explain], true).await?;
-        if let Some(StmtResult::Error(m)) = results.first() {
-            let e = errors::engine(m);
-            if !ddl_buffered || e.code == "42601" {
-                return Err(e);
-            }
-        }
-        Ok(())
-    }
-
-    async fn commit(&self, cell: &SessionCell) -> Result<Outcome, Fail> {
-        let tx = std::mem::take(&mut lock(cell).tx);
-        let writes = match tx {
-            Tx::Idle => return Ok(Outcome::End("COMMIT")),
-            Tx::Failed => return Ok(Outcome::End("ROLLBACK")),
-            Tx::Open(w) => w,
-        };
-        if writes.is_empty() {
-            return Ok(Outcome::End("COMMIT"));
-        }
-        let n = writes.len();
-        let ddl = writes.iter().any(|w| is_ddl(&w.sql));
-        let resp = self
-            .db
-            .write(writes, true)
-            .await
-            .map_err(|e| errors::request(&e))?;
-        if ddl {
-            self.forget_descriptions();
-        }
-        for (i, r) in resp.results.iter().enumerate() {
-            if let StmtResult::Error(m) = r {
-                let mut e = errors::engine(m);
-                e.message = format!("{m} (statement {} of {n} in the transaction)", i + 1);
-                e.detail = Some("the transaction was rolled back; nothing was written".into());
-                return Err(e);
-            }
-        }
-        Ok(Outcome::End("COMMIT"))
-    }
-
     async fn read(
         &self,
         cell: &SessionCell,
@@ -493,16 +427,6 @@ impl<D: Db> Core<D> {
     ) -> Result<Outcome, Fail> {
         let (level, timeout) = {
             let s = lock(cell);
-            if let Tx::Open(w) = &s.tx {
-                if !w.is_empty() {
-                    return Err(error_hint(
-                        "0A000",
-                        "a read cannot follow a write in the same transaction: paxsql buffers \
-                         the transaction's writes until COMMIT, so the read could not see them",
-                        "read before the first write of the transaction, or COMMIT first",
-                    ));
-                }
-            }
             (s.level, s.read_timeout)
         };
         let plan = match described {
@@ -630,36 +554,6 @@ fn check_shape(d: &Described, names: &[String], decls: &[String]) -> Result<(), 
     Ok(())
 }
 
-/// A buffered write inside an explicit transaction, if one is open.
-fn buffer_write(cell: &SessionCell, sql: &str, params: &Params) -> Result<Option<Outcome>, Fail> {
-    let mut s = lock(cell);
-    let Tx::Open(writes) = &mut s.tx else {
-        return Ok(None);
-    };
-    if sqltext::lex(sql)
-        .iter()
-        .any(|t| matches!(t.tok, sqltext::Tok::Word(w) if w.eq_ignore_ascii_case("RETURNING")))
-    {
-        return Err(error(
-            "0A000",
-            "RETURNING is not supported inside an explicit transaction: the write runs only \
-             at COMMIT",
-        ));
-    }
-    if writes.len() >= TX_STATEMENTS_MAX {
-        return Err(error(
-            "54000",
-            format!("a transaction may hold at most {TX_STATEMENTS_MAX} writes"),
-        ));
-    }
-    writes.push(Statement {
-        sql: sql.to_owned(),
-        params: params.clone(),
-    });
-    // The statement runs at COMMIT: its row count is not known yet.
-    Ok(Some(Outcome::Tag(complete_tag(sql, 0))))
-}
-
 fn setting(cell: &SessionCell, s: &Setting) -> Result<Outcome, Fail> {
     let mut session = lock(cell);
     let report = |session: &Session, name: Option<String>| -> Vec<(String, String)> {
@@ -783,7 +677,7 @@ pub(crate) fn command_tag(sql: &str) -> (String, bool) {
 }
 
 /// The complete tag of a statement that changed `n` rows.
-fn complete_tag(sql: &str, n: u64) -> String {
+pub(crate) fn complete_tag(sql: &str, n: u64) -> String {
     match command_tag(sql) {
         (t, true) => format!("{t} {n}"),
         (t, false) => t,
@@ -853,7 +747,7 @@ pub(crate) fn lock(cell: &SessionCell) -> std::sync::MutexGuard<'_, Session> {
     cell.0.lock().expect("session lock")
 }
 
-fn is_ddl(sql: &str) -> bool {
+pub(crate) fn is_ddl(sql: &str) -> bool {
     matches!(
         leading_words(sql, 1).first().map(String::as_str),
         Some("CREATE" | "DROP" | "ALTER")

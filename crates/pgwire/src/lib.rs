@@ -93,6 +93,7 @@ mod errors;
 mod frames;
 mod session;
 mod sqltext;
+mod txn;
 mod types;
 
 pub use auth::Auth;
@@ -100,7 +101,7 @@ pub use frames::MESSAGE_BYTES_MAX;
 
 use backend::{Core, Handler};
 use futures::{SinkExt, StreamExt};
-use paxsql_types::{ReadLevel, RequestError, Response, Statement};
+use paxsql_types::{ApplyEnv, ReadLevel, RequestError, Response, Statement};
 use pgwire::api::{
     ClientInfo, DefaultClient, NoopHandler, PgWireConnectionState, PgWireServerHandlers,
 };
@@ -132,6 +133,34 @@ pub trait Db: Send + Sync + 'static {
         level: ReadLevel,
         timeout: Option<Duration>,
     ) -> impl Future<Output = Result<Response, RequestError>> + Send;
+
+    /// Runs an interactive transaction's statements so far at a
+    /// linearizable point and rolls them back (see `paxsql_sql::txn`).
+    fn probe(
+        &self,
+        stmts: Vec<Statement>,
+        env: ApplyEnv,
+        timeout: Option<Duration>,
+    ) -> impl Future<Output = Result<Response, RequestError>> + Send {
+        let _ = (stmts, env, timeout);
+        async { Err(no_transactions()) }
+    }
+
+    /// Commits an interactive transaction whose probes answered results
+    /// with `digests`; [`RequestError::Conflict`] when any differs now.
+    fn commit(
+        &self,
+        stmts: Vec<Statement>,
+        digests: Vec<u64>,
+        env: ApplyEnv,
+    ) -> impl Future<Output = Result<Response, RequestError>> + Send {
+        let _ = (stmts, digests, env);
+        async { Err(no_transactions()) }
+    }
+}
+
+fn no_transactions() -> RequestError {
+    RequestError::BadRequest("interactive transactions are not supported here".into())
 }
 
 impl Db for paxsql_node::NodeHandle {

@@ -3,7 +3,7 @@
 
 use crate::errors::{error, Fail};
 use crate::sqltext::{lex, Tok};
-use paxsql_types::{ReadLevel, Statement};
+use paxsql_types::ReadLevel;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
@@ -35,8 +35,8 @@ pub(crate) enum Tx {
     /// No explicit transaction: every statement commits on its own.
     #[default]
     Idle,
-    /// Between `BEGIN` and `COMMIT`: the writes so far, not yet sent.
-    Open(Vec<Statement>),
+    /// Between `BEGIN` and `COMMIT`.
+    Open(crate::txn::OpenTx),
     /// A statement failed inside the transaction: everything until
     /// `COMMIT`/`ROLLBACK` is refused, and either one discards the writes.
     Failed,

@@ -23,6 +23,7 @@ mod admin;
 mod ddl;
 mod map;
 mod reads;
+mod txn;
 mod writes;
 
 pub use map::ShardMap;

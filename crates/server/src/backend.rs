@@ -35,6 +35,24 @@ impl paxsql_pgwire::Db for Backend {
     ) -> Result<Response, RequestError> {
         self.0.query(stmts, level, timeout).await
     }
+
+    async fn probe(
+        &self,
+        stmts: Vec<Statement>,
+        env: paxsql_types::ApplyEnv,
+        timeout: Option<std::time::Duration>,
+    ) -> Result<Response, RequestError> {
+        self.0.probe(stmts, env, timeout).await
+    }
+
+    async fn commit(
+        &self,
+        stmts: Vec<Statement>,
+        digests: Vec<u64>,
+        env: paxsql_types::ApplyEnv,
+    ) -> Result<Response, RequestError> {
+        self.0.commit(stmts, digests, env).await
+    }
 }
 
 impl Db for Backend {

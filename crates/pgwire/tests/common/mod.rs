@@ -3,9 +3,9 @@
 #![allow(dead_code)]
 
 use paxsql_pgwire::{serve, Db, PgConfig};
-use paxsql_sql::{Applied, SqlEngine, SqliteEngine, SqliteOptions};
+use paxsql_sql::{Applied, Directive, SqlEngine, SqliteEngine, SqliteOptions};
 use paxsql_types::{
-    ApplyEnv, Entry, Proposal, ReadLevel, RequestError, RequestId, Response, Statement,
+    ApplyEnv, Entry, Proposal, ReadLevel, RequestError, RequestId, Response, Statement, StmtResult,
     WriteRequest,
 };
 use std::future::Future;
@@ -30,6 +30,22 @@ impl OneEngine {
     }
 
     fn apply(&self, stmts: Vec<Statement>, transaction: bool) -> Result<Response, RequestError> {
+        self.apply_with(
+            stmts,
+            transaction,
+            ApplyEnv {
+                unix_ms: 0,
+                seed: 1,
+            },
+        )
+    }
+
+    fn apply_with(
+        &self,
+        stmts: Vec<Statement>,
+        transaction: bool,
+        env: ApplyEnv,
+    ) -> Result<Response, RequestError> {
         let mut guard = self.engine.lock().unwrap();
         let (engine, n) = &mut *guard;
         *n += 1;
@@ -39,10 +55,7 @@ impl OneEngine {
                 id: RequestId(format!("test-{n}")),
                 stmts,
                 transaction,
-                env: ApplyEnv {
-                    unix_ms: 0,
-                    seed: 1,
-                },
+                env,
             })],
         };
         let applied = engine.apply(index, &entry).unwrap();
@@ -78,6 +91,41 @@ impl Db for OneEngine {
             results: engine.query(&stmts),
             index: engine.applied_index(),
         });
+        async move { r }
+    }
+
+    fn probe(
+        &self,
+        stmts: Vec<Statement>,
+        env: ApplyEnv,
+        _timeout: Option<std::time::Duration>,
+    ) -> impl Future<Output = Result<Response, RequestError>> + Send {
+        let mut guard = self.engine.lock().unwrap();
+        let (engine, _) = &mut *guard;
+        let r = engine
+            .probe(&stmts, env)
+            .map(|results| Response {
+                results,
+                index: engine.applied_index(),
+            })
+            .map_err(|e| RequestError::Unavailable(e.to_string()));
+        async move { r }
+    }
+
+    fn commit(
+        &self,
+        stmts: Vec<Statement>,
+        digests: Vec<u64>,
+        env: ApplyEnv,
+    ) -> impl Future<Output = Result<Response, RequestError>> + Send {
+        let mut all = vec![Directive::Expect(digests).statement()];
+        all.extend(stmts);
+        let r = self
+            .apply_with(all, true, env)
+            .and_then(|mut resp| match resp.results.remove(0) {
+                StmtResult::Error(m) => Err(RequestError::Conflict(m)),
+                _ => Ok(resp),
+            });
         async move { r }
     }
 }
