@@ -379,20 +379,9 @@ impl NodeHandle {
         env: ApplyEnv,
         timeout: Option<Duration>,
     ) -> Result<Response, RequestError> {
-        self.hosts(group)?;
-        if stmts.is_empty() {
-            return Err(RequestError::BadRequest("no statements given".into()));
-        }
-        let Ok(_permit) = self.inner.read_permits.try_acquire() else {
-            metrics::record_read_refused();
-            return Err(self.reads_overloaded());
-        };
-        let started = std::time::Instant::now();
-        let timeout = timeout.unwrap_or(self.inner.cfg.read_timeout);
         let req = ClientRequest::Probe { stmts, env };
-        let result = self.call_within(group, req, timeout).await;
-        metrics::record_request("probe", "linearizable", &result, started.elapsed());
-        result
+        self.read_like(group, req, ("probe", "linearizable"), timeout)
+            .await
     }
 
     async fn write_with(
@@ -457,19 +446,39 @@ impl NodeHandle {
         level: ReadLevel,
         timeout: Option<Duration>,
     ) -> Result<Response, RequestError> {
+        let req = ClientRequest::Read { stmts, level };
+        self.read_like(group, req, ("read", level.as_str()), timeout)
+            .await
+    }
+
+    /// A read or a probe: refused beyond `--reads-max` at once, answered
+    /// within `timeout` (the node's read timeout when `None`), counted in
+    /// the metrics as `(operation, level)`.
+    async fn read_like(
+        &self,
+        group: GroupId,
+        req: ClientRequest,
+        metric: (&'static str, &'static str),
+        timeout: Option<Duration>,
+    ) -> Result<Response, RequestError> {
         self.hosts(group)?;
-        if stmts.is_empty() {
-            return Err(RequestError::BadRequest("no statements given".into()));
+        if let ClientRequest::Read { stmts, .. } | ClientRequest::Probe { stmts, .. } = &req {
+            if stmts.is_empty() {
+                return Err(RequestError::BadRequest("no statements given".into()));
+            }
         }
         let Ok(_permit) = self.inner.read_permits.try_acquire() else {
             metrics::record_read_refused();
-            return Err(self.reads_overloaded());
+            return Err(RequestError::Overloaded(format!(
+                "{} reads are already running or queued on this node (--reads-max); retry \
+                 after a moment",
+                self.inner.cfg.reads_max
+            )));
         };
         let started = std::time::Instant::now();
         let timeout = timeout.unwrap_or(self.inner.cfg.read_timeout);
-        let req = ClientRequest::Read { stmts, level };
         let result = self.call_within(group, req, timeout).await;
-        metrics::record_request("read", level.as_str(), &result, started.elapsed());
+        metrics::record_request(metric.0, metric.1, &result, started.elapsed());
         result
     }
 
@@ -664,14 +673,6 @@ impl NodeHandle {
             ))),
             Err(_) => Err(self.why_no_answer(group)),
         }
-    }
-
-    fn reads_overloaded(&self) -> RequestError {
-        RequestError::Overloaded(format!(
-            "{} reads are already running or queued on this node (--reads-max); retry after a \
-             moment",
-            self.inner.cfg.reads_max
-        ))
     }
 
     /// Whether this node hosts a group.

@@ -508,32 +508,50 @@ impl<D: Db> Core<D> {
         }
         let mut out = Vec::with_capacity(resp.results.len());
         for (sql, r) in sqls.iter().zip(resp.results) {
-            match r {
-                StmtResult::Exec { rows_affected, .. } => {
-                    out.push(Ok(Outcome::Tag(complete_tag(sql, rows_affected))));
-                }
-                StmtResult::Rows {
-                    columns,
-                    types,
-                    values,
-                } => {
-                    let cols = match described {
-                        Some(d) if d.columns.len() == columns.len() => d.columns.clone(),
-                        _ => build_columns(&describe::plan(sql), &columns, &types, &[]),
-                    };
-                    out.push(Ok(Outcome::Rows {
-                        columns: Arc::new(cols),
-                        rows: values,
-                        tag: command_tag(sql).0,
-                    }));
-                }
-                StmtResult::Error(m) => {
-                    out.push(Err(errors::engine(&m)));
-                    break;
-                }
+            let o = result_outcome(sql, r, described, false);
+            let failed = o.is_err();
+            out.push(o);
+            if failed {
+                break;
             }
         }
         out
+    }
+}
+
+/// What the client is answered for one statement's result: rows are
+/// tagged `SELECT` for a read, by the statement's verb for a write
+/// (`RETURNING`).
+pub(crate) fn result_outcome(
+    sql: &str,
+    r: StmtResult,
+    described: Option<&Described>,
+    read: bool,
+) -> Result<Outcome, Fail> {
+    match r {
+        StmtResult::Exec { rows_affected, .. } => {
+            Ok(Outcome::Tag(complete_tag(sql, rows_affected)))
+        }
+        StmtResult::Rows {
+            columns,
+            types,
+            values,
+        } => {
+            let cols = match described {
+                Some(d) if d.columns.len() == columns.len() => d.columns.clone(),
+                _ => build_columns(&describe::plan(sql), &columns, &types, &[]),
+            };
+            let tag = match read {
+                true => "SELECT".to_owned(),
+                false => command_tag(sql).0,
+            };
+            Ok(Outcome::Rows {
+                columns: Arc::new(cols),
+                rows: values,
+                tag,
+            })
+        }
+        StmtResult::Error(m) => Err(errors::engine(&m)),
     }
 }
 

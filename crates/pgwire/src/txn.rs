@@ -10,13 +10,11 @@
 //! with no log entry: its last probe checked all its answers at one point.
 
 use crate::backend::Described;
-use crate::backend::{build_columns, command_tag, complete_tag, is_ddl, lock, Core, Outcome};
-use crate::describe;
+use crate::backend::{is_ddl, lock, result_outcome, Core, Outcome};
 use crate::errors::{self, error, Fail};
 use crate::session::{SessionCell, Tx, TX_STATEMENTS_MAX};
 use crate::Db;
 use paxsql_types::{ApplyEnv, Params, Statement, StmtResult};
-use std::sync::Arc;
 
 /// An open transaction: its statements so far and their answers' digests.
 #[derive(Debug)]
@@ -103,7 +101,7 @@ impl<D: Db> Core<D> {
             tx.writes |= write;
         }
         drop(s);
-        outcome(sql, last, described)
+        result_outcome(sql, last, described, !write)
     }
 
     /// `COMMIT`: the open transaction through the log, if it wrote.
@@ -124,31 +122,4 @@ impl<D: Db> Core<D> {
         result.map_err(|e| errors::request(&e))?;
         Ok(Outcome::End("COMMIT"))
     }
-}
-
-/// What the client is answered for one statement's result.
-fn outcome(sql: &str, r: StmtResult, described: Option<&Described>) -> Result<Outcome, Fail> {
-    Ok(match r {
-        StmtResult::Rows {
-            columns,
-            types,
-            values,
-        } => {
-            let cols = match described {
-                Some(d) if d.columns.len() == columns.len() => d.columns.clone(),
-                _ => build_columns(&describe::plan(sql), &columns, &types, &[]),
-            };
-            let tag = match command_tag(sql).0.as_str() {
-                t if t.starts_with("SELECT") || t.is_empty() => "SELECT".to_owned(),
-                t => t.to_owned(),
-            };
-            Outcome::Rows {
-                columns: Arc::new(cols),
-                rows: values,
-                tag,
-            }
-        }
-        StmtResult::Exec { rows_affected, .. } => Outcome::Tag(complete_tag(sql, rows_affected)),
-        StmtResult::Error(m) => return Err(errors::engine(&m)),
-    })
 }

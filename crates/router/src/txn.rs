@@ -5,10 +5,8 @@
 //! one range's group (a claim per probe) or commit by two-phase commit.
 
 use crate::{refuse_directives, Router};
-use paxsql_sql::ranges::Directive;
-use paxsql_types::{
-    ApplyEnv, GroupId, RequestError, Response, Statement, StmtResult, SERIALIZATION_FAILURE,
-};
+use paxsql_sql::txn;
+use paxsql_types::{ApplyEnv, GroupId, RequestError, Response, Statement};
 use std::time::Duration;
 
 impl Router {
@@ -42,26 +40,13 @@ impl Router {
     ) -> Result<Response, RequestError> {
         refuse_directives(&stmts)?;
         self.unsharded_transactions()?;
-        let mut all = Vec::with_capacity(stmts.len() + 1);
-        all.push(Directive::Expect(digests).statement());
-        all.extend(stmts);
-        let mut resp = self
+        let all = txn::commit_request(stmts, digests);
+        let resp = self
             .inner
             .node
             .commit_on(GroupId(0), all, None, env)
             .await?;
-        if resp.results.is_empty() {
-            return Err(RequestError::Unavailable(
-                "the commit returned no result".into(),
-            ));
-        }
-        match resp.results.remove(0) {
-            StmtResult::Error(m) if m.starts_with(SERIALIZATION_FAILURE) => {
-                Err(RequestError::Conflict(m))
-            }
-            StmtResult::Error(m) => Err(RequestError::BadRequest(m)),
-            _ => Ok(resp),
-        }
+        txn::commit_answer(resp)
     }
 
     fn unsharded_transactions(&self) -> Result<(), RequestError> {

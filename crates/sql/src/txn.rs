@@ -15,7 +15,33 @@
 //! waits.
 
 use crate::ranges::Directive;
-use paxsql_types::{Statement, StmtResult, SERIALIZATION_FAILURE};
+use paxsql_types::{RequestError, Response, Statement, StmtResult, SERIALIZATION_FAILURE};
+
+/// A commit's statements: the transaction's, led by the expect directive
+/// with the digests its probes answered.
+pub fn commit_request(stmts: Vec<Statement>, digests: Vec<u64>) -> Vec<Statement> {
+    let mut all = Vec::with_capacity(stmts.len() + 1);
+    all.push(Directive::Expect(digests).statement());
+    all.extend(stmts);
+    all
+}
+
+/// The answer to a [`commit_request`]: the statements' own results, or
+/// [`RequestError::Conflict`] when the directive failed.
+pub fn commit_answer(mut resp: Response) -> Result<Response, RequestError> {
+    if resp.results.is_empty() {
+        return Err(RequestError::Unavailable(
+            "the commit returned no result".into(),
+        ));
+    }
+    match resp.results.remove(0) {
+        StmtResult::Error(m) if m.starts_with(SERIALIZATION_FAILURE) => {
+            Err(RequestError::Conflict(m))
+        }
+        StmtResult::Error(m) => Err(RequestError::BadRequest(m)),
+        _ => Ok(resp),
+    }
+}
 
 /// Where the [`Directive::Expect`] of a request is, if it has one.
 pub fn expect_at(stmts: &[Statement]) -> Option<usize> {

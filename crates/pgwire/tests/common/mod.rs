@@ -3,9 +3,9 @@
 #![allow(dead_code)]
 
 use paxsql_pgwire::{serve, Db, PgConfig};
-use paxsql_sql::{Applied, Directive, SqlEngine, SqliteEngine, SqliteOptions};
+use paxsql_sql::{txn, Applied, SqlEngine, SqliteEngine, SqliteOptions};
 use paxsql_types::{
-    ApplyEnv, Entry, Proposal, ReadLevel, RequestError, RequestId, Response, Statement, StmtResult,
+    ApplyEnv, Entry, Proposal, ReadLevel, RequestError, RequestId, Response, Statement,
     WriteRequest,
 };
 use std::future::Future;
@@ -118,14 +118,8 @@ impl Db for OneEngine {
         digests: Vec<u64>,
         env: ApplyEnv,
     ) -> impl Future<Output = Result<Response, RequestError>> + Send {
-        let mut all = vec![Directive::Expect(digests).statement()];
-        all.extend(stmts);
-        let r = self
-            .apply_with(all, true, env)
-            .and_then(|mut resp| match resp.results.remove(0) {
-                StmtResult::Error(m) => Err(RequestError::Conflict(m)),
-                _ => Ok(resp),
-            });
+        let all = txn::commit_request(stmts, digests);
+        let r = self.apply_with(all, true, env).and_then(txn::commit_answer);
         async move { r }
     }
 }
