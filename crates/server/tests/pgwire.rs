@@ -289,19 +289,26 @@ async fn tokio_postgres_reuses_parameterized_and_prepared_statements() {
     tx.execute("INSERT INTO kv (k, v) VALUES ($1, $2)", &[&1003i64, &"x"])
         .await
         .unwrap();
-    let e = tx.query("SELECT count(*) FROM kv", &[]).await.unwrap_err();
-    assert_eq!(e.code(), Some(&SqlState::FEATURE_NOT_SUPPORTED), "{e}");
+    // A read sees the transaction's own write; dropping it rolls back.
+    let mine = tx
+        .query("SELECT k FROM kv WHERE k >= 1000 ORDER BY k", &[])
+        .await
+        .unwrap();
+    let ks: Vec<i64> = mine.iter().map(|r| r.get(0)).collect();
+    assert_eq!(ks, [1000, 1001, 1003]);
     drop(tx);
-    // A failing statement at COMMIT rolls the whole transaction back.
+    // A failing statement fails at once, and COMMIT then rolls the whole
+    // transaction back (answered ROLLBACK, as PostgreSQL does).
     let tx = client.transaction().await.unwrap();
     tx.execute("INSERT INTO kv (k, v) VALUES ($1, $2)", &[&1004i64, &"x"])
         .await
         .unwrap();
-    tx.execute("INSERT INTO kv (k, v) VALUES ($1, $2)", &[&1000i64, &"dup"])
+    let e = tx
+        .execute("INSERT INTO kv (k, v) VALUES ($1, $2)", &[&1000i64, &"dup"])
         .await
-        .unwrap();
-    let e = tx.commit().await.unwrap_err();
+        .unwrap_err();
     assert_eq!(e.code(), Some(&SqlState::UNIQUE_VIOLATION), "{e}");
+    tx.commit().await.unwrap();
     let rows = client
         .query("SELECT k FROM kv WHERE k >= 1000 ORDER BY k", &[])
         .await
