@@ -42,19 +42,16 @@
 //!   too), or `-c paxsql.read_level=local` in the startup `options`
 //!   (`PGOPTIONS`). The default is `linearizable`. `SHOW paxsql.read_level`.
 //! - **Transactions**: `BEGIN` (`START TRANSACTION`) ... `COMMIT` (`END`)
-//!   buffers the writes and commits them atomically as **one** log entry at
-//!   `COMMIT`; `ROLLBACK` (`ABORT`) discards them. Each buffered write is
-//!   compiled at once (SQLite's `EXPLAIN`, which runs nothing), so a syntax
-//!   error or a missing table fails at the statement; but its tag reports 0
-//!   rows (it has not run yet), `RETURNING` is refused, and if a statement
-//!   fails when it runs at `COMMIT` (a constraint), the whole transaction is
-//!   rolled back and `COMMIT` answers with that statement's error. Reads inside a
-//!   transaction are served normally **until its first write**; a read after
-//!   a write in the same transaction is refused (`0A000`) rather than
-//!   answered without the transaction's own writes. Reads are not a
-//!   snapshot: each sees the latest state at the session's level. Any error
-//!   aborts the transaction (`25P02` until `ROLLBACK`/`COMMIT`), as in
-//!   PostgreSQL.
+//!   is serializable. Every statement inside, read or write, is answered at
+//!   once from a run of the transaction so far at a linearizable point,
+//!   rolled back afterwards: it sees the transaction's own writes, with real
+//!   row counts and `RETURNING`. `COMMIT` applies the statements as **one**
+//!   log entry only if each still gives the answer the client got, else
+//!   `40001` and nothing is applied; a transaction that only read commits
+//!   with no entry. An earlier answer that changed fails the next statement
+//!   with `40001` at once. `ROLLBACK` (`ABORT`) discards everything. Any
+//!   error aborts the transaction (`25P02` until `ROLLBACK`/`COMMIT`), as in
+//!   PostgreSQL. Not on a sharded cluster yet.
 //! - **Session parameters**: `SET`/`RESET`/`SHOW` of any parameter;
 //!   `client_encoding` (UTF8 only), `standard_conforming_strings` (on only)
 //!   and `extra_float_digits` are checked, `DateStyle`, `TimeZone`,
