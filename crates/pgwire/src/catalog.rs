@@ -58,6 +58,9 @@ pub(crate) enum Catalog {
     Indexes(i64),
     /// `\d+ view`: the definition.
     ViewDef(i64),
+    /// pgbench's question whether a table (found in the search path) is
+    /// partitioned: one row `(1, NULL, 0)` if it exists, none if not.
+    Partitions(String),
     /// A footer query with nothing to report (policies, publications, ...).
     Empty,
     /// A catalog query paxsql does not emulate.
@@ -235,6 +238,10 @@ fn psql_query(q: &str) -> Option<Catalog> {
     }
     if q.starts_with("SELECT pg_catalog.pg_get_viewdef(") {
         return Some(Catalog::ViewDef(oid_after(q, "pg_get_viewdef('")?));
+    }
+    if has("pg_catalog.pg_partitioned_table") && has("c.relname = '") {
+        let name = between(q, "c.relname = '", "'")?;
+        return Some(Catalog::Partitions(name.to_owned()));
     }
     if EMPTY_FOOTERS.iter().any(|f| has(f)) {
         return Some(Catalog::Empty);
@@ -693,6 +700,32 @@ pub(crate) async fn answer<D: Db>(
                 rows: vec![vec![text(format!(" {body};"))]],
             })
         }
+        Catalog::Partitions(table) => {
+            let exists = schema(db, level)
+                .await?
+                .iter()
+                .any(|o| o.kind == 'r' && o.name.eq_ignore_ascii_case(table));
+            Ok(Table {
+                columns: vec![
+                    Column {
+                        name: "n".into(),
+                        ty: PgType::Int8,
+                    },
+                    Column {
+                        name: "partstrat".into(),
+                        ty: PgType::Text,
+                    },
+                    Column {
+                        name: "count".into(),
+                        ty: PgType::Int8,
+                    },
+                ],
+                rows: match exists {
+                    true => vec![vec![Value::Integer(1), Value::Null, Value::Integer(0)]],
+                    false => Vec::new(),
+                },
+            })
+        }
         Catalog::Empty => Ok(Table {
             columns: text_columns(&["?column?"]),
             rows: Vec::new(),
@@ -856,6 +889,11 @@ mod tests {
                     "Owner".into()
                 ],
             })
+        );
+        let pgbench = "select o.n, p.partstrat, pg_catalog.count(i.inhparent) from pg_catalog.pg_class as c join pg_catalog.pg_namespace as n on (n.oid = c.relnamespace) cross join lateral (select pg_catalog.array_position(pg_catalog.current_schemas(true), n.nspname)) as o(n) left join pg_catalog.pg_partitioned_table as p on (p.partrelid = c.oid) left join pg_catalog.pg_inherits as i on (c.oid = i.inhparent) where c.relname = 'pgbench_accounts' and o.n is not null group by 1, 2 order by 1 asc limit 1";
+        assert_eq!(
+            recognize(pgbench),
+            Some(Catalog::Partitions("pgbench_accounts".into()))
         );
         let lookup = "SELECT c.oid,\n  n.nspname,\n  c.relname\nFROM pg_catalog.pg_class c\n     LEFT JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace\nWHERE c.relname OPERATOR(pg_catalog.~) '^(users)$' COLLATE pg_catalog.default\n  AND pg_catalog.pg_table_is_visible(c.oid)\nORDER BY 2, 3;";
         assert_eq!(

@@ -3,32 +3,16 @@
 
 mod common;
 
+use common::pg::{connect, pg_tool};
 use common::Cluster;
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::Type;
 use tokio_postgres::NoTls;
-
-/// psql or pgbench from PATH or PostgreSQL 15's directory.
-fn pg_tool(name: &str) -> PathBuf {
-    let dirs = std::env::var("PATH").unwrap_or_default();
-    let candidates = dirs
-        .split(':')
-        .map(PathBuf::from)
-        .chain([PathBuf::from("/usr/lib/postgresql/15/bin")]);
-    for dir in candidates {
-        let p = dir.join(name);
-        if p.is_file() {
-            return p;
-        }
-    }
-    panic!("{name} not found: install it with `apt-get install -y postgresql-client`")
-}
 
 /// Runs psql against node `id` with `-c` commands; returns stdout, panics
 /// on a non-zero exit.
@@ -66,23 +50,6 @@ fn psql_with(c: &Cluster, id: u64, flags: &[&str], commands: &[&str]) -> String 
 fn follower(c: &Cluster) -> u64 {
     let leader = c.leader();
     (1..=3).find(|&i| i != leader).unwrap()
-}
-
-async fn connect(c: &Cluster, id: u64, options: &str) -> tokio_postgres::Client {
-    let mut cfg = tokio_postgres::Config::new();
-    cfg.host("127.0.0.1")
-        .port(c.pg_port(id))
-        .user("tester")
-        .dbname("paxsql")
-        .connect_timeout(Duration::from_secs(10));
-    if !options.is_empty() {
-        cfg.options(options);
-    }
-    let (client, conn) = cfg.connect(NoTls).await.expect("connecting");
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    client
 }
 
 #[test]
