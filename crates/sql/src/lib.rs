@@ -22,6 +22,7 @@ mod postgres;
 pub mod ranges;
 pub mod settings;
 mod sqlite;
+pub mod twopc;
 pub mod txn;
 mod vfs;
 

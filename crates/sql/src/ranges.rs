@@ -199,6 +199,16 @@ pub enum Directive {
     /// answered — or the request fails as a serialization failure and
     /// nothing of it is applied.
     Expect(Vec<u64>),
+    /// Two-phase commit: prepare the statements after it
+    /// ([`crate::twopc`]).
+    Prepare(crate::twopc::Prepare),
+    /// Two-phase commit: record a decision in the coordinator.
+    Decide(crate::twopc::Decision),
+    /// Two-phase commit: apply a decision in a participant.
+    Outcome(crate::twopc::Decision),
+    /// In a probe only: run the group's prepared transaction here, as its
+    /// commit would (a read that must see it committed).
+    WithPrepared,
 }
 
 const PREFIX: &str = "PAXSQL ";
@@ -217,6 +227,10 @@ impl Directive {
             "RANGES" => serde_json::from_str(body).map(Directive::Ranges),
             "CLAIM" => serde_json::from_str(body).map(Directive::Claim),
             "EXPECT" => serde_json::from_str(body).map(Directive::Expect),
+            "PREPARE" => serde_json::from_str(body).map(Directive::Prepare),
+            "DECIDE" => serde_json::from_str(body).map(Directive::Decide),
+            "OUTCOME" => serde_json::from_str(body).map(Directive::Outcome),
+            "WITH_PREPARED" => Ok(Directive::WithPrepared),
             _ => return None,
         };
         Some(parsed.map_err(|e| format!("malformed PAXSQL {word} directive: {e}")))
@@ -228,6 +242,10 @@ impl Directive {
             Directive::Ranges(c) => ("RANGES", serde_json::to_string(c)),
             Directive::Claim(c) => ("CLAIM", serde_json::to_string(c)),
             Directive::Expect(d) => ("EXPECT", serde_json::to_string(d)),
+            Directive::Prepare(p) => ("PREPARE", serde_json::to_string(p)),
+            Directive::Decide(d) => ("DECIDE", serde_json::to_string(d)),
+            Directive::Outcome(d) => ("OUTCOME", serde_json::to_string(d)),
+            Directive::WithPrepared => ("WITH_PREPARED", Ok(String::new())),
         };
         format!("{PREFIX}{word} {}", body.expect("ranges encode as JSON"))
     }

@@ -200,8 +200,16 @@ fn authorize_user(ctx: &AuthContext<'_>) -> Authorization {
             Authorization::Deny
         }
         // The table of ranges is public (the shard map); the key guards'
-        // triggers read it inside user statements.
-        A::Read { table_name, .. } if table_name == crate::ranges::RANGES_TABLE => {
+        // triggers read it inside user statements. So is the state of
+        // two-phase commit, which the router reads beside a query.
+        A::Read { table_name, .. }
+            if [
+                crate::ranges::RANGES_TABLE,
+                crate::twopc::PREPARED_TABLE,
+                crate::twopc::DECISIONS_TABLE,
+            ]
+            .contains(&table_name) =>
+        {
             Authorization::Allow
         }
         A::Read { table_name, .. }

@@ -14,11 +14,13 @@
 mod hooks;
 mod reader;
 mod statement;
+mod twopc;
 
 pub use reader::SqliteReader;
 
 use crate::ranges::{self, Directive, RangeChange};
 use crate::settings::{self, Setting};
+use crate::twopc::{self as tpc, Kind};
 use crate::{txn, vfs, Applied, EngineError, ReadLimits, SqlEngine, SqlReader};
 use hooks::{install_authorizer, install_random, seed, Meter, Tripped, Work};
 use paxsql_types::{
@@ -151,6 +153,7 @@ impl SqliteEngine {
             .map_err(storage)?;
         write.execute_batch(SCHEMA).map_err(storage)?;
         write.execute_batch(ranges::SCHEMA).map_err(storage)?;
+        write.execute_batch(tpc::SCHEMA).map_err(storage)?;
         let mut read = open_connection(
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -237,7 +240,7 @@ impl SqliteEngine {
                 duplicate: true,
             }));
         }
-        let Some(results) = self.run_write(at, w, exhausted)? else {
+        let Some(results) = self.run_write(at, w, exhausted, true)? else {
             return Ok(None);
         };
         let encoded = serde_json::to_string(&results)
@@ -256,12 +259,15 @@ impl SqliteEngine {
     }
 
     /// Runs a write's statements inside a savepoint of the entry's
-    /// transaction; `None` when SQLite rolled that transaction back.
+    /// transaction; `None` when SQLite rolled that transaction back. With
+    /// `apply` (not a probe) a prepared transaction keeps other writes out,
+    /// and a prepare is recorded.
     fn run_write(
         &mut self,
         at: usize,
         w: &WriteRequest,
         exhausted: &mut BTreeSet<StmtAt>,
+        apply: bool,
     ) -> Result<Option<Vec<StmtResult>>, EngineError> {
         seed(&self.rng, w.env);
         let _clock = vfs::pin_clock(w.env.unix_ms);
@@ -277,12 +283,69 @@ impl SqliteEngine {
             rows_max: self.options.result_rows_max,
             bytes_max: APPLY_RESULT_BYTES_MAX,
         };
-        let mut results = Vec::with_capacity(w.stmts.len());
-        let mut failed = false;
-        for (i, stmt) in w.stmts.iter().enumerate() {
+        let kind = tpc::kind(&w.stmts);
+        let (mut results, mut failed) = match &kind {
+            Kind::Decide(d) => (vec![self.decide(d)?], false),
+            Kind::Outcome(d) => match self.outcome(at, d, bound, exhausted)? {
+                Some(results) => (results, false),
+                None => return Ok(None),
+            },
+            Kind::Plain | Kind::Prepare(_) => match apply.then(|| self.holder()).transpose()? {
+                Some(Some(holder)) => (vec![StmtResult::Error(tpc::locked(&holder))], true),
+                _ => match self.run_stmts(at, &w.stmts, w.transaction, bound, exhausted)? {
+                    Some(ran) => ran,
+                    None => return Ok(None),
+                },
+            },
+        };
+        if let Some(at) = txn::expect_at(&w.stmts) {
+            if let Some(why) = txn::check_expected(&w.stmts[at], &results, at) {
+                results[at] = StmtResult::Error(why);
+                failed = true;
+            }
+        }
+        let end = match (&kind, failed) {
+            (_, true) => "ROLLBACK TO paxsql_request; RELEASE paxsql_request",
+            (Kind::Prepare(p), false) if apply => {
+                // The YES vote: the statements are undone and recorded.
+                self.write
+                    .execute_batch("ROLLBACK TO paxsql_request")
+                    .map_err(storage)?;
+                self.record_prepared(p, w)?;
+                "RELEASE paxsql_request"
+            }
+            _ => "RELEASE paxsql_request",
+        };
+        self.write.execute_batch(end).map_err(storage)?;
+        if failed || matches!(kind, Kind::Prepare(_)) {
+            // A budget set by the rolled-back statements is undone too.
+            self.budget = read_budget(&self.write)?;
+        }
+        Ok(Some(results))
+    }
+
+    /// Runs statements in order inside the request's savepoint: their
+    /// results, and whether the request failed (a failed claim, or any
+    /// failure in a transaction, which stops it). `None` when SQLite rolled
+    /// the entry's transaction back.
+    fn run_stmts(
+        &mut self,
+        at: usize,
+        stmts: &[Statement],
+        transaction: bool,
+        bound: ResultBound,
+        exhausted: &mut BTreeSet<StmtAt>,
+    ) -> Result<Option<(Vec<StmtResult>, bool)>, EngineError> {
+        let mut results = Vec::with_capacity(stmts.len());
+        for (i, stmt) in stmts.iter().enumerate() {
             let directive = Directive::parse(&stmt.sql);
             let result = if exhausted.contains(&(at, i)) {
                 StmtResult::Error(settings::budget_exceeded(self.budget))
+            } else if let Some(Ok(Directive::WithPrepared)) = directive {
+                match self.with_prepared(at, bound, exhausted)? {
+                    Some(result) => result,
+                    None => return Ok(None),
+                }
             } else if let Some(directive) = directive.clone() {
                 self.apply_directive(directive)?
             } else if let Some(setting) = Setting::parse(&stmt.sql) {
@@ -309,28 +372,11 @@ impl SqliteEngine {
             results.push(result);
             // A claim that does not hold fails the whole request.
             let claim = matches!(directive, Some(Ok(Directive::Claim(_))));
-            if is_error && (w.transaction || claim) {
-                failed = true;
-                break;
+            if is_error && (transaction || claim) {
+                return Ok(Some((results, true)));
             }
         }
-        if let Some(at) = txn::expect_at(&w.stmts) {
-            if let Some(why) = txn::check_expected(&w.stmts[at], &results, at) {
-                results[at] = StmtResult::Error(why);
-                failed = true;
-            }
-        }
-        let end = if failed {
-            "ROLLBACK TO paxsql_request; RELEASE paxsql_request"
-        } else {
-            "RELEASE paxsql_request"
-        };
-        self.write.execute_batch(end).map_err(storage)?;
-        if failed {
-            // A budget set by the rolled-back statements is undone too.
-            self.budget = read_budget(&self.write)?;
-        }
-        Ok(Some(results))
+        Ok(Some((results, false)))
     }
 
     /// Applies a settings statement inside the entry's transaction.
@@ -382,6 +428,15 @@ impl SqliteEngine {
                 last_insert_id: 0,
                 rows_affected: 0,
             }),
+            // A prepare is recorded once its statements have run; the rest
+            // are whole requests of their own (`run_write`).
+            Ok(Directive::Prepare(_)) => Ok(StmtResult::Exec {
+                last_insert_id: 0,
+                rows_affected: 0,
+            }),
+            Ok(Directive::Decide(_) | Directive::Outcome(_) | Directive::WithPrepared) => Ok(
+                StmtResult::Error("a two-phase commit directive out of place".into()),
+            ),
         }
     }
 
@@ -608,7 +663,7 @@ impl SqlEngine for SqliteEngine {
         let mut exhausted = BTreeSet::new();
         loop {
             self.write.execute_batch("BEGIN").map_err(storage)?;
-            let run = self.run_write(0, &w, &mut exhausted);
+            let run = self.run_write(0, &w, &mut exhausted, false);
             if !self.write.is_autocommit() {
                 self.write.execute_batch("ROLLBACK").map_err(storage)?;
             }
